@@ -1,0 +1,27 @@
+# Two commands do all the set-up: `make run` (the main job) and `make test` (the whole suite).
+# Each creates or updates .venv itself from pyproject.toml.
+PY ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/quick.yaml
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+.PHONY: venv run test tensorboard bench
+venv: $(STAMP)
+
+run: $(STAMP)  ## the study (quick.yaml by default: offline, a few minutes on 2 CPU cores)
+	$(VENV)/bin/hwr-study run $(CONFIG)
+
+test: $(STAMP)  ## the whole test suite
+	$(VENV)/bin/python -m pytest -q
+
+tensorboard: $(STAMP)  ## Tune's TensorBoard logs of every experiment, on 127.0.0.1:6006
+	$(VENV)/bin/tensorboard --logdir results/ray --host 127.0.0.1 --port 6006
+
+bench: $(STAMP)  ## naive vs our pipeline on the real set (see docs/performance.md)
+	$(VENV)/bin/hwr-study bench

@@ -1,0 +1,5 @@
+import sys
+
+from hwr.cli import main
+
+sys.exit(main())

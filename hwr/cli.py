@@ -1,0 +1,105 @@
+"""`hwr`: the command line of the Ray-free library (data, train, predict).
+
+Every user mistake ends as one sentence on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hwr.config import ConfigError, load_config
+from hwr.data import DataError, download, find_root, make_splits, scan, verify
+from hwr.model import ModelError
+from hwr.predict import PredictError, predict
+from hwr.train import CHECKPOINT_FILE, TrainError, train_to_dir
+
+USER_ERRORS = (ConfigError, DataError, ModelError, TrainError, PredictError)
+
+
+def _data(args: argparse.Namespace) -> None:
+    root = find_root(args.data_dir)
+    if args.action == "download":
+        download(root)
+        print(f"Chars74K downloaded and verified in {root}")
+        return
+    if args.action == "verify":
+        info = verify(root)
+        print(f"{info.root}: {info.layout} layout, {info.num_classes} classes, {info.num_images} images, "
+              f"every image decodable")
+        return
+    samples = scan(root)
+    import numpy as np
+
+    labels = np.array([s.label for s in samples])
+    writers = np.array([s.writer for s in samples])
+    splits = make_splits(labels, writers, args.split, args.split_seed)
+    print(f"root:    {root}")
+    print(f"classes: {len(set(labels.tolist()))}")
+    print(f"images:  {len(samples)}")
+    print(f"split:   {args.split} (seed {args.split_seed}) train/val/test = "
+          f"{len(splits.train)}/{len(splits.val)}/{len(splits.test)}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    cfg = load_config(args.config, args.set)
+    out = Path(args.out)
+    if args.fresh and (out / CHECKPOINT_FILE).exists():
+        (out / CHECKPOINT_FILE).unlink()
+    total = cfg.train.epochs
+
+    def show(record, summary, last):
+        print(f"epoch {record['epoch']:>3}/{total}  train_loss {record['train_loss']:.4f}  "
+              f"train_acc {record['train_acc']:.3f}  val_loss {record['val_loss']:.4f}  "
+              f"val_acc {record['val_acc']:.3f}  {record['epoch_time_s']:.1f}s", flush=True)
+
+    result = train_to_dir(cfg, out, on_epoch=show)
+    state = "diverged" if result.diverged else "finished"
+    test = "n/a" if result.test_acc is None else f"{result.test_acc:.4f}"
+    print(f"{state}: best epoch {result.best_epoch}, test_acc {test}; outputs in {out}")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    for p in predict(Path(args.checkpoint), [Path(i) for i in args.images], k=args.top):
+        print(f"{p.image}: " + "  ".join(f"{c} {prob:.3f}" for c, prob in p.top))
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="hwr", description="Chars74K handwritten characters with VGG16.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="download, verify or describe the Chars74K set")
+    d.add_argument("action", choices=["verify", "info", "download"])
+    d.add_argument("--data-dir", help="dataset folder (default: $HWR_DATA_DIR, else the user cache)")
+    d.add_argument("--split", choices=["paper", "writer"], default="paper")
+    d.add_argument("--split-seed", type=int, default=0)
+    d.set_defaults(func=_data)
+
+    t = sub.add_parser("train", help="train one run and write history.csv, summary.json, checkpoint.pt")
+    t.add_argument("--config", help="YAML file with data/model/train sections")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. train.lr=3e-4")
+    t.add_argument("--out", required=True, help="output folder; an existing run of the same config resumes")
+    t.add_argument("--fresh", action="store_true", help="start over instead of resuming")
+    t.set_defaults(func=_train)
+
+    p = sub.add_parser("predict", help="top characters for images, from a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top", type=int, default=3)
+    p.set_defaults(func=_predict)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except USER_ERRORS as e:
+        print(f"hwr: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

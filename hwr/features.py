@@ -1,0 +1,87 @@
+"""The frozen part's output, computed once and cached on disk.
+
+While `trainable_from` is `none` or `blockN`, the layers before it never change, so their output for
+every image is a pure function of (weights, normalization, images, frozen depth). Training then runs only
+the rest of the network on these stored activations: the same numbers as running the frozen layers every
+step (a test checks it), at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hwr.config import Config
+from hwr.data import default_cache_dir
+from hwr.model import HWRNet
+
+FORMAT = 1
+# Beyond this many bytes the frozen activations are not stored (block1 at 224 px would need ~40 GB);
+# training then runs the frozen layers on each batch instead.
+MAX_BYTES = int(float(os.environ.get("HWR_FEATURE_CACHE_GB", "8")) * 2**30)
+
+
+def weights_id(weights: str, seed: int) -> str:
+    """What fixes the conv base's values: the ImageNet release, a file's content, or the init seed."""
+    if weights == "imagenet":
+        return "imagenet1k_v1"
+    if weights == "none":
+        return f"random-seed{seed}"
+    digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
+    return f"file-{digest}"
+
+
+def frozen_key(cfg: Config, data_key: str) -> str | None:
+    """Cache key of the frozen activations for this run, or None when nothing before the head is frozen."""
+    m = cfg.model
+    from hwr.model import BLOCK_START
+
+    depth = BLOCK_START[m.trainable_from]
+    if depth == 0:
+        return None
+    parts = [f"v{FORMAT}", data_key, weights_id(m.weights, cfg.train.seed), m.normalization,
+             str(cfg.data.image_size), f"depth{depth}"]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def frozen_nbytes(model: HWRNet, num_images: int, image_size: int) -> int:
+    with torch.no_grad():
+        probe = model.frozen(torch.zeros(1, image_size, image_size, dtype=torch.uint8,
+                                         device=next(model.parameters()).device))
+    return probe[0].numel() * 4 * num_images
+
+
+@torch.no_grad()
+def compute_frozen(model: HWRNet, images: np.ndarray, device: torch.device, batch_size: int = 64) -> torch.Tensor:
+    """Run the frozen part over all images, in batches; float32 on the CPU, in image order."""
+    model.eval()
+    out = []
+    use_bf16 = device.type == "cuda"
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            z = model.frozen(batch)
+        out.append(z.float().contiguous().cpu())
+    return torch.cat(out)
+
+
+def frozen_features(model: HWRNet, images: np.ndarray, key: str, device: torch.device,
+                    cache_dir: Path | None = None) -> torch.Tensor | None:
+    """The frozen activations for `images`, from the disk cache when present; None when too large to keep."""
+    if frozen_nbytes(model, len(images), images.shape[-1]) > MAX_BYTES:
+        return None
+    cache_dir = Path(cache_dir or default_cache_dir() / "features")
+    path = cache_dir / f"{key}-{device.type}.npy"
+    if path.exists():
+        return torch.from_numpy(np.load(path))
+    z = compute_frozen(model, images, device)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".tmp", delete=False) as f:
+        np.save(f, z.numpy())
+    os.replace(f.name, path)
+    return z

@@ -1,0 +1,185 @@
+r"""VGG16 conv base + the paper's classifier head, split into a frozen and a trainable part.
+
+    uint8 [B, S, S] --normalize--> [B, 3, S, S] --features[:k]--> z --features[k:]--> flatten --> head --> logits
+                     \_______________ frozen (eval, no grads) ___/  \_______________ trainable _______________/
+
+`k` comes from `trainable_from`: `none` freezes the whole conv base, `blockN` trains from block N on,
+`all` trains everything. The frozen part's output does not change during training, so `hwr.features`
+can compute it once and every epoch (and every trial that shares it) trains only the rest.
+
+The head is the paper's FC1024-act-FC1024-act-FC62 on the flattened conv output, as Keras'
+`VGG16(include_top=False)` + `Flatten` gives it (no adaptive pooling): 512 * (S/32)^2 inputs.
+SELU follows its authors: LeCun-normal weights and AlphaDropout. Other activations use Keras' default
+Glorot-uniform weights with zero biases, as the paper's Keras code did.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import VGG16_Weights
+from torchvision.models.vgg import cfgs, make_layers
+
+from hwr.config import ModelConfig
+
+NUM_CLASSES = 62
+HIDDEN = 1024
+# Index of each block's first layer in torchvision's vgg16().features (conv/relu pairs and max-pools).
+BLOCK_START = {"all": 0, "block1": 0, "block2": 5, "block3": 10, "block4": 17, "block5": 24, "none": 31}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ACTIVATIONS = {"relu": nn.ReLU, "selu": nn.SELU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
+
+
+class ModelError(ValueError):
+    """The model cannot be built or loaded, explained in one sentence."""
+
+
+class InputNorm(nn.Module):
+    """uint8 grayscale images [B, H, W] -> float [B, 3, H, W] in [0, 1], then the chosen normalization."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.unsqueeze(1) if images.dim() == 3 else images
+        x = x.float().div_(255.0)
+        if self.kind == "per_image":
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            std = x.std(dim=(1, 2, 3), keepdim=True)
+            x = (x - mean) / (std + 1e-6)
+        x = x.expand(-1, 3, -1, -1)
+        if self.kind == "imagenet":
+            x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last)
+
+
+def make_head(in_features: int, activation: str, dropout: float, generator: torch.Generator) -> nn.Sequential:
+    """flatten -> FC1024 -> act -> FC1024 -> act -> FC62, initialised from `generator`."""
+    act = ACTIVATIONS[activation]
+    drop = nn.AlphaDropout if activation == "selu" else nn.Dropout
+    layers: list[nn.Module] = [nn.Flatten()]
+    for fan_in in (in_features, HIDDEN):
+        layers += [nn.Linear(fan_in, HIDDEN), act()]
+        if dropout > 0:
+            layers.append(drop(dropout))
+    layers.append(nn.Linear(HIDDEN, NUM_CLASSES))
+    for layer in layers:
+        if isinstance(layer, nn.Linear):
+            if activation == "selu":  # LeCun normal: std = 1/sqrt(fan_in)
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="linear", generator=generator)
+            else:
+                nn.init.xavier_uniform_(layer.weight, generator=generator)
+            nn.init.zeros_(layer.bias)
+    return nn.Sequential(*layers)
+
+
+def vgg16_conv_base(seed: int) -> nn.Sequential:
+    """torchvision's VGG16 conv layers, randomly initialised as torchvision's VGG does, from `seed`."""
+    features = make_layers(cfgs["D"], batch_norm=False)
+    generator = torch.Generator().manual_seed(seed)
+    for m in features:
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+            nn.init.zeros_(m.bias)
+    return features
+
+
+def _load_state(features: nn.Sequential, state: dict, source: str) -> nn.Sequential:
+    """Load a whole VGG16 state dict (features.N.*, classifier.*) or one of the conv base alone (N.*)."""
+    if not isinstance(state, dict):
+        raise ModelError(f"{source} does not hold a state dict.")
+    conv = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
+    try:
+        features.load_state_dict(conv)
+    except RuntimeError:
+        raise ModelError(f"{source} is not a VGG16 state dict (its keys or shapes differ).") from None
+    return features
+
+
+def load_conv_base(weights: str, seed: int) -> nn.Sequential:
+    """The VGG16 conv base with `imagenet` (torchvision's VGG16_Weights.IMAGENET1K_V1 through torch's hub
+    cache), `none` (seeded random init) or a local state-dict path."""
+    features = vgg16_conv_base(seed)
+    if weights == "none":
+        return features
+    if weights == "imagenet":
+        url = VGG16_Weights.IMAGENET1K_V1.url
+        try:
+            state = VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
+        except (urllib.error.URLError, OSError, RuntimeError) as e:
+            cache = Path(torch.hub.get_dir()) / "checkpoints"
+            raise ModelError(
+                f"Could not get the ImageNet VGG16 weights from {url} ({e}); put that file in {cache}, "
+                "or set model.weights to a local state-dict path or to none."
+            ) from None
+        return _load_state(features, state, f"the cached ImageNet weights in {torch.hub.get_dir()}")
+    path = Path(weights)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"model.weights file {path} does not exist; use imagenet, none or a state-dict path.") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        raise ModelError(f"model.weights file {path} is not a loadable state dict ({type(e).__name__}).") from None
+    return _load_state(features, state, f"model.weights file {path}")
+
+
+class HWRNet(nn.Module):
+    """Normalization + VGG16 conv base + head, with `frozen()` and `trainable()` halves."""
+
+    def __init__(self, cfg: ModelConfig, image_size: int, seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.normalize = InputNorm(cfg.normalization)
+        self.features = load_conv_base(cfg.weights, seed)
+        self.split = BLOCK_START[cfg.trainable_from]
+        side = image_size // 32
+        generator = torch.Generator().manual_seed(seed)
+        self.head = make_head(512 * side * side, cfg.activation, cfg.dropout, generator)
+        for p in self.features[: self.split].parameters():
+            p.requires_grad_(False)
+        self.to(memory_format=torch.channels_last)
+
+    @property
+    def frozen_modules(self) -> nn.Sequential:
+        return self.features[: self.split]
+
+    def train(self, mode: bool = True) -> HWRNet:
+        super().train(mode)
+        self.frozen_modules.eval()  # the frozen part always runs in eval mode
+        return self
+
+    @torch.no_grad()
+    def frozen(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen part: normalization and the conv layers before `trainable_from`."""
+        return self.frozen_modules(self.normalize(images))
+
+    def trainable(self, z: torch.Tensor) -> torch.Tensor:
+        """The part that learns: the remaining conv layers, flatten and the head."""
+        return self.head(self.features[self.split :](z))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.trainable(self.frozen(images))
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Only the parameters that training changes (the frozen part is rebuilt from the config)."""
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v.detach().clone() for k, v in self.state_dict().items() if k in names}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        expected = {n for n, p in self.named_parameters() if p.requires_grad}
+        own = self.state_dict()
+        if set(state) != expected or any(own[k].shape != v.shape for k, v in state.items()):
+            raise ModelError("the checkpoint's weights do not fit this model (another shape or trainable part).")
+        self.load_state_dict(state, strict=False)
+
+
+def build_model(cfg: ModelConfig, image_size: int, seed: int = 0) -> HWRNet:
+    """The model for one run; `seed` fixes the random parts (head init, and the conv base when weights=none)."""
+    return HWRNet(cfg, image_size, seed)

@@ -1,0 +1,94 @@
+"""`hwr-study` (also `python -m study`): run a study on Ray Tune, search learning rates, analyze results.
+
+Every user mistake ends as one sentence on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hwr.cli import USER_ERRORS
+
+
+def _run(args: argparse.Namespace) -> None:
+    from study.config import load_study
+    from study.run import read_lr_file, run_study
+
+    study = load_study(args.config, args.set)
+    lrs = read_lr_file(args.lr_from, study) if args.lr_from else None
+    path = run_study(study, fresh=args.fresh, lr_by_arm=lrs)
+    if not args.no_analyze:
+        analyze(path, None)
+
+
+def _lr_search(args: argparse.Namespace) -> None:
+    from study.config import load_study
+    from study.lr_search import lr_search
+
+    lr_search(load_study(args.config, args.set), fresh=args.fresh)
+
+
+def analyze(path: str, out: str | None) -> Path:
+    """Tables, statistics, figures and report of the experiment at `path` (from its storage alone)."""
+    from study.analysis import AnalysisParams
+    from study.experiment import load_tables, read_study_doc
+    from study.report import write_report
+
+    if "://" not in path:
+        path = str(Path(path).resolve())
+    doc = read_study_doc(path)
+    params = AnalysisParams.from_dict(doc.get("analysis") or {})
+    trials, epochs = load_tables(path)
+    name = doc.get("name") or Path(path).name
+    target = Path(out) if out else Path((doc.get("run") or {}).get("results_dir", "results")) / name
+    write_report(target, epochs, trials, params, name=name, source=path)
+    print(f"Report: {target / 'report.html'} ({len(trials)} trials)")
+    return target
+
+
+def _analyze(args: argparse.Namespace) -> None:
+    analyze(args.experiment, args.out)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="hwr-study", description="The SELU-vs-ReLU convergence study on Ray Tune.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run or resume a study's grid, then analyze it")
+    r.add_argument("config", help="study YAML, e.g. configs/quick.yaml")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override, e.g. train.epochs=4 or search.train.seed=[0,1]")
+    r.add_argument("--fresh", action="store_true", help="delete the existing experiment and start over")
+    r.add_argument("--lr-from", help="best-lr file from `hwr-study lr-search`: each arm at its own lr")
+    r.add_argument("--no-analyze", action="store_true", help="skip the report at the end")
+    r.set_defaults(func=_run)
+
+    s = sub.add_parser("lr-search", help="Optuna search of the best lr per arm")
+    s.add_argument("config")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--fresh", action="store_true")
+    s.set_defaults(func=_lr_search)
+
+    a = sub.add_parser("analyze", help="tables, statistics, figures and report of an experiment")
+    a.add_argument("experiment", help="experiment folder (storage_path/name) or URI")
+    a.add_argument("--out", help="output folder (default results/<name>)")
+    a.set_defaults(func=_analyze)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from study.run import StudyError
+
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (*USER_ERRORS, StudyError) as e:
+        print(f"hwr-study: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

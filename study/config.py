@@ -1,0 +1,217 @@
+"""A study config: hwr's trial config plus the grid, resources, run and analysis settings.
+
+    name: factorial
+    data:   {dataset: chars74k, image_size: 224}
+    model:  {weights: imagenet, trainable_from: block5}
+    train:  {epochs: 30}
+    search:                         # dotted hwr keys, each a list of values: one grid axis each
+      model.activation: [relu, selu]
+      train.seed: [0, 1, 2]
+      # a zipped axis sets several keys together (arms that are not a cross):
+      # model.activation,model.normalization: [[relu, per_image], [selu, none]]
+    resources: {cpu: 1, gpu: 0.25}  # per trial; fractional GPUs pack trials on one GPU
+    run: {storage_path: results/ray, max_failures: 2}
+    analysis: {target_acc: 0.7}     # see study.analysis.AnalysisParams
+    optuna: {...}                   # lr-search only, see OptunaConfig
+
+Every key is checked: an unknown or misspelt one is a ConfigError naming it, and each grid point is
+validated as a full hwr config before Ray starts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hwr.config import SECTIONS, Config, ConfigError, apply_overrides, config_from_dict, read_yaml
+
+TOP_KEYS = ("name", "data", "model", "train", "search", "resources", "run", "analysis", "optuna")
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    storage_path: str = "results/ray"
+    max_failures: int = 2
+    keep_checkpoints: int = 1
+    results_dir: str = "results"
+
+
+@dataclass(frozen=True)
+class OptunaConfig:
+    """Per-arm learning-rate search: `trials_per_arm` Optuna trials over log-uniform [low, high]."""
+
+    param: str = "train.lr"
+    low: float = 1.0e-5
+    high: float = 1.0e-1
+    trials_per_arm: int = 8
+    metric: str = "val_acc"
+    mode: str = "max"
+    seed: int = 0
+    arm_keys: tuple[str, ...] = ("model.activation", "model.normalization")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    base: dict[str, dict[str, Any]]  # hwr sections, as written (defaults filled in by hwr)
+    search: dict[str, list[Any]] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    run: RunSettings = field(default_factory=RunSettings)
+    analysis: dict[str, Any] = field(default_factory=dict)
+    optuna: OptunaConfig | None = None
+    source: str = "config"
+
+    def trial_configs(self) -> list[Config]:
+        """Every grid point as a validated hwr Config, in grid order."""
+        axes = list(self.search)
+        out = []
+        for values in itertools.product(*(self.search[a] for a in axes)):
+            overrides = []
+            for axis, value in zip(axes, values):
+                keys = axis.split(",")
+                points = value if len(keys) > 1 else [value]
+                overrides += [f"{k}={_yaml_scalar(v)}" for k, v in zip(keys, points)]
+            out.append(config_from_dict(apply_overrides(self.base, overrides), self.source))
+        return out
+
+    @property
+    def num_trials(self) -> int:
+        n = 1
+        for values in self.search.values():
+            n *= len(values)
+        return n
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, **self.base, "search": self.search,
+                             "resources": vars(self.resources), "run": vars(self.run), "analysis": self.analysis}
+        if self.optuna is not None:
+            d["optuna"] = {f.name: getattr(self.optuna, f.name) for f in fields(self.optuna)}
+            d["optuna"]["arm_keys"] = list(self.optuna.arm_keys)
+        return d
+
+
+def _yaml_scalar(v: Any) -> str:
+    return "null" if v is None else str(v)
+
+
+def _section(cls, raw: Any, name: str, where: str):
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Section {name!r} in {where} must be a mapping.")
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"Unknown key {name}.{key} in {where}; known keys: {', '.join(sorted(known))}.")
+        default = getattr(cls(), key)
+        if isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{name}.{key} in {where} must be a list.")
+            value = tuple(value)
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{name}.{key} in {where} must be a number, got {value!r}.")
+            value = float(value)
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name}.{key} in {where} must be an integer, got {value!r}.")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"{name}.{key} in {where} must be a string, got {value!r}.")
+        values[key] = value
+    return cls(**values)
+
+
+def _check_key(key: str, where: str) -> None:
+    section, _, leaf = key.partition(".")
+    cls = SECTIONS.get(section)
+    if cls is None or leaf not in {f.name for f in fields(cls)}:
+        raise ConfigError(f"search key {key!r} in {where} is not a config key such as model.activation or train.lr.")
+
+
+def study_from_dict(raw: dict[str, Any], where: str = "config") -> StudyConfig:
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise ConfigError(f"Unknown key {key!r} in {where}; known keys: {', '.join(TOP_KEYS)}.")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
+        raise ConfigError(f"name in {where} must be a non-empty word without slashes or spaces, got {name!r}.")
+    base = {s: dict(raw.get(s) or {}) for s in SECTIONS}
+    search = raw.get("search") or {}
+    if not isinstance(search, dict):
+        raise ConfigError(f"search in {where} must map dotted keys to lists of values.")
+    for axis, values in search.items():
+        keys = axis.split(",")
+        for key in keys:
+            _check_key(key, where)
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"search.{axis} in {where} must be a non-empty list of values.")
+        if len(set(map(repr, values))) != len(values):
+            raise ConfigError(f"search.{axis} in {where} lists a value twice.")
+        if len(keys) > 1:
+            if any(not isinstance(v, list) or len(v) != len(keys) for v in values):
+                raise ConfigError(f"search.{axis} in {where} must list [{', '.join(keys)}] value lists.")
+            if len({repr(v[0]) for v in values}) != len(values):
+                raise ConfigError(f"search.{axis} in {where} must give each entry its own {keys[0]} value.")
+    resources = _section(Resources, raw.get("resources"), "resources", where)
+    if resources.cpu <= 0 or resources.gpu < 0:
+        raise ConfigError(f"resources in {where} need cpu > 0 and gpu >= 0.")
+    run = _section(RunSettings, raw.get("run"), "run", where)
+    if run.max_failures < 0 or run.keep_checkpoints < 1:
+        raise ConfigError(f"run in {where} needs max_failures >= 0 and keep_checkpoints >= 1.")
+    optuna = _section(OptunaConfig, raw["optuna"], "optuna", where) if raw.get("optuna") is not None else None
+    if optuna is not None:
+        _check_key(optuna.param, where)
+        for key in optuna.arm_keys:
+            _check_key(key, where)
+        if not 0 < optuna.low < optuna.high:
+            raise ConfigError(f"optuna in {where} needs 0 < low < high, got {optuna.low} and {optuna.high}.")
+        if optuna.mode not in ("min", "max") or optuna.trials_per_arm < 1:
+            raise ConfigError(f"optuna in {where} needs mode min or max and trials_per_arm >= 1.")
+    analysis = raw.get("analysis") or {}
+    if not isinstance(analysis, dict):
+        raise ConfigError(f"analysis in {where} must be a mapping.")
+    from study.analysis import AnalysisParams
+
+    try:
+        AnalysisParams.from_dict(analysis)
+    except ValueError as e:
+        raise ConfigError(f"{e} (in {where})") from None
+    study = StudyConfig(name=name, base=base, search=dict(search), resources=resources, run=run,
+                        analysis=analysis, optuna=optuna, source=where)
+    study.trial_configs()  # every grid point must be a valid hwr config
+    return study
+
+
+def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
+    """Read a study YAML and apply `--set` overrides.
+
+    `train.epochs=4` sets a base value (and, if train.epochs was a grid axis, fixes it to that value);
+    `search.train.seed=[0,1]` replaces or adds a grid axis; `name=...`, `run.storage_path=...` as usual.
+    """
+    raw = read_yaml(path)
+    search = dict(raw.get("search") or {})
+    plain = []
+    for text in overrides:
+        key, _, value = text.partition("=")
+        if key.startswith("search."):
+            parsed = yaml.safe_load(value) if value else None
+            search[key.removeprefix("search.")] = parsed if isinstance(parsed, list) else [parsed]
+        elif "." not in key:  # a top-level key such as name
+            raw[key] = yaml.safe_load(value) if value else None
+        else:
+            search.pop(key, None)
+            plain.append(text)
+    raw = apply_overrides(raw, plain)
+    raw["search"] = search
+    return study_from_dict(raw, str(path))

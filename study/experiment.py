@@ -1,0 +1,79 @@
+"""Read a Tune experiment from its storage alone into two pandas tables.
+
+No running driver or cluster is needed: `ray.tune.ExperimentAnalysis` reads the experiment state and each
+trial's result.json wherever the experiment folder now lives (another machine, a copy, an s3:// URI).
+Partial experiments, errored and diverged trials all come through, each with its status.
+
+    trials: trial_id, <config columns>, status, diverged, epochs_run, epochs_planned, test_acc, test_loss
+    epochs: trial_id, <config columns>, epoch, train_loss, train_acc, val_loss, val_acc, epoch_time_s
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from ray.tune import ExperimentAnalysis
+
+from hwr.config import ConfigError
+from study.run import STUDY_FILE, _fs_and_path
+
+CONFIG_COLUMNS = ("activation", "normalization", "lr", "seed", "trainable_from", "weights", "image_size",
+                  "dropout", "batch_size", "split")
+EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s")
+
+
+def read_study_doc(path: str) -> dict[str, Any]:
+    """The study config stored beside the experiment by `hwr-study run`."""
+    fs, p = _fs_and_path(path)
+    try:
+        with fs.open_input_stream(f"{p}/{STUDY_FILE}") as f:
+            return yaml.safe_load(f.read().decode()) or {}
+    except (FileNotFoundError, OSError):
+        raise ConfigError(f"{path} is not an hwr-study experiment (no {STUDY_FILE} in it).") from None
+
+
+def _config_row(config: dict[str, Any]) -> dict[str, Any]:
+    flat = {**config.get("data", {}), **config.get("model", {}), **config.get("train", {})}
+    return {c: flat.get(c) for c in CONFIG_COLUMNS}
+
+
+def load_tables(path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, epochs) of the experiment at `path`, sorted by config then trial id."""
+    read_study_doc(path)
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    try:
+        analysis = ExperimentAnalysis(path)
+    except (ValueError, FileNotFoundError, OSError):
+        raise ConfigError(f"{path} holds no Tune experiment state yet (has the study started?).") from None
+    trial_rows, epoch_frames = [], []
+    for trial in analysis.trials:
+        cfg = _config_row(trial.config)
+        df = analysis.trial_dataframes.get(trial.trial_id, pd.DataFrame())
+        last = df.iloc[-1].to_dict() if len(df) else {}
+        diverged = bool(last.get("diverged", False)) if len(df) else False
+        trial_rows.append({
+            "trial_id": trial.trial_id, **cfg, "status": trial.status, "diverged": diverged,
+            "epochs_run": int(df["epoch"].max()) if len(df) else 0,
+            "epochs_planned": int(trial.config["train"]["epochs"]),
+            "test_acc": float(last.get("test_acc", np.nan)) if last.get("test_acc") is not None else np.nan,
+            "test_loss": float(last.get("test_loss", np.nan)) if last.get("test_loss") is not None else np.nan,
+        })
+        if len(df):
+            ep = df[list(EPOCH_COLUMNS)].copy()
+            ep.insert(0, "trial_id", trial.trial_id)
+            for i, (k, v) in enumerate(cfg.items(), 1):
+                ep.insert(i, k, v)
+            epoch_frames.append(ep)
+    trials = pd.DataFrame(trial_rows)
+    columns = ["trial_id", *CONFIG_COLUMNS, *EPOCH_COLUMNS]
+    epochs = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame(columns=columns)
+    order = ["activation", "normalization", "lr", "seed", "trial_id"]
+    if len(trials):
+        trials = trials.sort_values(order, kind="stable").reset_index(drop=True)
+    if len(epochs):
+        epochs = epochs.astype({"epoch": int}).sort_values(order + ["epoch"], kind="stable").reset_index(drop=True)
+    return trials, epochs

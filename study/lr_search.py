@@ -1,0 +1,90 @@
+"""Per-arm learning-rate search with Optuna (`configs/lr-search.yaml`).
+
+lr is a nuisance hyper-parameter: each (activation, normalization) arm is compared at its own best lr.
+For every arm this runs one Tune experiment, `OptunaSearch` (seeded TPE) over a log-uniform lr range with
+`optuna.trials_per_arm` trials, and writes the winners to `results/<name>/best_lr.yaml`, which
+`hwr-study run CONFIG --lr-from results/<name>/best_lr.yaml` takes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+import ray.tune
+import yaml
+from ray.tune import TuneConfig, Tuner
+from ray.tune.search.optuna import OptunaSearch
+
+from hwr.config import ConfigError
+from hwr.train import load_data
+from study.config import StudyConfig
+from study.run import check_cluster, experiment_path, init_ray, make_trainable, param_space, run_config, \
+    shared_features
+
+
+def arms(study: StudyConfig) -> list[dict[str, object]]:
+    """The distinct values of the arm keys across the grid, in grid order."""
+    keys = study.optuna.arm_keys
+    seen: list[dict[str, object]] = []
+    for cfg in study.trial_configs():
+        d = cfg.to_dict()
+        arm = {k: d[k.split(".")[0]][k.split(".")[1]] for k in keys}
+        if arm not in seen:
+            seen.append(arm)
+    return seen
+
+
+def arm_space(study: StudyConfig, arm: dict[str, object]) -> dict:
+    """The study's first grid point with the arm's values fixed and the tuned key log-uniform."""
+    opt = study.optuna
+    space = param_space(study)
+    for key, values in study.search.items():  # fix every other axis to its first value
+        section, leaf = key.split(".")
+        space[section][leaf] = values[0]
+    for key, value in arm.items():
+        section, leaf = key.split(".")
+        space[section][leaf] = value
+    section, leaf = opt.param.split(".")
+    space[section][leaf] = ray.tune.loguniform(opt.low, opt.high)
+    return space
+
+
+def lr_search(study: StudyConfig, *, fresh: bool = False, out: Path | None = None) -> Path:
+    """Run the search for every arm; write and return the best-lr file."""
+    if study.optuna is None:
+        raise ConfigError(f"{study.source} has no optuna section; lr-search needs one (see configs/lr-search.yaml).")
+    opt = study.optuna
+    init_ray()
+    check_cluster(study)
+    data = load_data(study.trial_configs()[0].data)
+    trainable = make_trainable(study, data, shared_features(study, data))
+    rows = []
+    for arm in arms(study):
+        label = "-".join(str(v) for v in arm.values())
+        name = f"{study.name}-{label}"
+        run = dataclasses.replace(run_config(study), name=name)
+        path = f"{experiment_path(study).rsplit('/', 1)[0]}/{name}"
+        if not fresh and Tuner.can_restore(path):
+            tuner = Tuner.restore(path, trainable=trainable, resume_errored=True)
+        else:
+            search = OptunaSearch(metric=opt.metric, mode=opt.mode, seed=opt.seed)
+            tuner = Tuner(trainable, param_space=arm_space(study, arm), run_config=run,
+                          tune_config=TuneConfig(search_alg=search, num_samples=opt.trials_per_arm,
+                                                 metric=opt.metric, mode=opt.mode))
+        best = tuner.fit().get_best_result(metric=opt.metric, mode=opt.mode, scope="last")
+        section, leaf = opt.param.split(".")
+        rows.append({**{k.split(".")[1]: v for k, v in arm.items()},
+                     "lr": float(best.config[section][leaf]), opt.metric: float(best.metrics[opt.metric]),
+                     "experiment": path})
+        print(f"arm {label}: best {opt.param} = {rows[-1]['lr']:.3g} ({opt.metric} {rows[-1][opt.metric]:.4f})")
+    out = out or Path(study.run.results_dir) / study.name / "best_lr.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"study": study.name, "param": opt.param, "metric": opt.metric, "mode": opt.mode, "arms": rows}
+    with tempfile.NamedTemporaryFile("w", dir=out.parent, suffix=".tmp", delete=False) as f:
+        yaml.safe_dump(doc, f, sort_keys=False)
+    os.replace(f.name, out)
+    print(f"best learning rates written to {out}")
+    return out

@@ -1,0 +1,270 @@
+"""Launch, resume or restart a study with Ray Tune.
+
+    hwr-study run configs/factorial.yaml [--set train.epochs=4] [--fresh] [--lr-from best_lr.yaml]
+
+The same command works on a laptop, a machine with several GPUs, or a cluster through
+`ray job submit -- python -m study run ...`: it connects to a running cluster when there is one
+(`ray.init(address="auto")` semantics via RAY_ADDRESS) and starts a local one otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.fs
+import ray
+import ray.tune
+import yaml
+from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from hwr.config import ConfigError
+from hwr.features import frozen_features, frozen_key, frozen_nbytes
+from hwr.model import build_model
+from hwr.train import TrainingData, load_data, pick_device
+from study.config import StudyConfig
+from study.trainable import train_trial
+
+log = logging.getLogger("study")
+STUDY_FILE = "study.yaml"
+# Frozen activations are put in the object store up to this share of its capacity; beyond it each trial
+# computes (and disk-caches) its own.
+OBJECT_STORE_SHARE = 0.5
+
+
+class StudyError(RuntimeError):
+    """The study cannot run as configured, explained in one sentence."""
+
+
+def experiment_path(study: StudyConfig) -> str:
+    """storage_path/name; a relative local storage path is taken from the current directory."""
+    storage = study.run.storage_path
+    if "://" not in storage:
+        storage = str(Path(storage).resolve())
+    return f"{storage.rstrip('/')}/{study.name}"
+
+
+def _fs_and_path(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    if "://" in uri:
+        return pyarrow.fs.FileSystem.from_uri(uri)
+    return pyarrow.fs.LocalFileSystem(), uri
+
+
+def param_space(study: StudyConfig, lr_by_arm: dict[tuple, float] | None = None) -> dict[str, Any]:
+    """hwr's nested config with one `tune.grid_search` per search axis (and per-arm lrs, if given)."""
+    space: dict[str, Any] = {s: dict(v) for s, v in study.base.items()}
+    for axis, values in study.search.items():
+        keys = axis.split(",")
+        if len(keys) == 1:
+            _set(space, axis, ray.tune.grid_search(list(values)))
+            continue
+        # A zipped axis: grid over the first key; the others follow it.
+        _set(space, keys[0], ray.tune.grid_search([v[0] for v in values]))
+        for i, key in enumerate(keys[1:], 1):
+            follow = {v[0]: v[i] for v in values}
+            _set(space, key, ray.tune.sample_from(functools.partial(_follow, keys[0], follow)))
+    if lr_by_arm:
+        space["train"]["lr"] = ray.tune.sample_from(functools.partial(_arm_lr, lr_by_arm))
+    return space
+
+
+def _set(space: dict[str, Any], key: str, value: Any) -> None:
+    section, leaf = key.split(".", 1)
+    space[section][leaf] = value
+
+
+def _follow(leader: str, mapping: dict, spec) -> Any:
+    """The value a zipped axis pairs with the leader key's value in this trial."""
+    section, leaf = leader.split(".", 1)
+    return mapping[spec.config[section][leaf]]
+
+
+def _arm_lr(lr_by_arm: dict[tuple, float], spec) -> float:
+    """The tuned lr of the trial's (activation, normalization) arm."""
+    arm = (spec.config.model.activation, spec.config.model.normalization)
+    return lr_by_arm[arm]
+
+
+def read_lr_file(path: str | Path, study: StudyConfig) -> dict[tuple, float]:
+    """best-lr file written by `hwr-study lr-search`: {arms: [{activation, normalization, lr}, ...]}."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+        lrs = {(a["activation"], a["normalization"]): float(a["lr"]) for a in raw["arms"]}
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        raise ConfigError(f"--lr-from file {path} is not a best-lr file written by `hwr-study lr-search`.") from None
+    for cfg in study.trial_configs():
+        arm = (cfg.model.activation, cfg.model.normalization)
+        if arm not in lrs:
+            raise ConfigError(f"--lr-from file {path} has no lr for the arm {arm[0]}+{arm[1]}.")
+    return lrs
+
+
+def check_cluster(study: StudyConfig) -> None:
+    """Fail at once, with a reason, where Tune would leave trials pending forever."""
+    total = ray.cluster_resources()
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    gpus = total.get("GPU", 0)
+    if study.resources.gpu > 0 and gpus == 0:
+        raise StudyError(
+            f"resources.gpu is {study.resources.gpu} but this Ray cluster has no GPUs; "
+            "set resources.gpu=0 to run on CPUs.")
+    if study.resources.gpu > max((n["Resources"].get("GPU", 0) for n in nodes), default=0):
+        raise StudyError(f"resources.gpu is {study.resources.gpu}, more than any node of this cluster has.")
+    if study.resources.cpu > max(n["Resources"].get("CPU", 0) for n in nodes):
+        raise StudyError(f"resources.cpu is {study.resources.cpu}, more than any node of this cluster has.")
+
+
+def check_storage_shared(path: str) -> None:
+    """On a multi-node cluster, every node must see storage_path: write a marker, look for it everywhere."""
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if len(nodes) < 2 or "://" in path:
+        return
+    Path(path).mkdir(parents=True, exist_ok=True)
+    marker = Path(path) / f".shared-check-{uuid.uuid4().hex}"
+    marker.touch()
+    try:
+        sees = ray.remote(num_cpus=0)(os.path.exists)
+        found = ray.get([
+            sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                str(marker))
+            for n in nodes
+        ])
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, found) if not ok]
+    if blind:
+        raise StudyError(
+            f"run.storage_path {path} is not visible from node(s) {', '.join(blind)}; on a cluster use "
+            "storage every node sees (NFS, or an s3:// or gs:// URI).")
+
+
+def shared_features(study: StudyConfig, data: TrainingData) -> dict[str, ray.ObjectRef]:
+    """Compute each distinct frozen part's activations once (disk-cached) and put them in the object store."""
+    seen: dict[str, Any] = {}
+    for cfg in study.trial_configs():
+        key = frozen_key(cfg, data.key)
+        if key is not None and key not in seen:
+            seen[key] = cfg
+    if not seen:
+        return {}
+    device = pick_device()
+    probe = build_model(next(iter(seen.values())).model, study.trial_configs()[0].data.image_size)
+    per_key = frozen_nbytes(probe, len(data.images), data.images.shape[-1])
+    capacity = ray.available_resources().get("object_store_memory", 0)
+    if per_key * len(seen) > OBJECT_STORE_SHARE * capacity:
+        log.warning("frozen activations (%d x %.1f GB) exceed the object store's share; trials compute their own",
+                    len(seen), per_key / 1e9)
+        return {}
+    refs = {}
+    for i, (key, cfg) in enumerate(seen.items(), 1):
+        model = build_model(cfg.model, cfg.data.image_size, seed=cfg.train.seed).to(device)
+        z = frozen_features(model, data.images, key, device)
+        if z is None:
+            return {}
+        refs[key] = ray.put(np.ascontiguousarray(z.numpy()))
+        print(f"frozen features {i}/{len(seen)} ready ({z.shape[0]} x {tuple(z.shape[1:])})", flush=True)
+    return refs
+
+
+def make_trainable(study: StudyConfig, data: TrainingData, features: dict[str, ray.ObjectRef]):
+    trainable = ray.tune.with_parameters(train_trial, data=data, features=features)
+    return ray.tune.with_resources(trainable, {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
+
+
+def run_config(study: StudyConfig) -> RunConfig:
+    storage = study.run.storage_path
+    if "://" not in storage:
+        storage = str(Path(storage).resolve())
+    return RunConfig(
+        name=study.name,
+        storage_path=storage,
+        failure_config=FailureConfig(max_failures=study.run.max_failures),
+        checkpoint_config=CheckpointConfig(num_to_keep=study.run.keep_checkpoints),
+        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), TBXLoggerCallback()],
+    )
+
+
+def _stored_study(path: str) -> dict[str, Any] | None:
+    fs, p = _fs_and_path(path)
+    info = fs.get_file_info(f"{p}/{STUDY_FILE}")
+    if info.type == pyarrow.fs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(f"{p}/{STUDY_FILE}") as f:
+        return yaml.safe_load(f.read().decode())
+
+
+def _write_study(path: str, study: StudyConfig, lr_by_arm: dict | None) -> None:
+    fs, p = _fs_and_path(path)
+    fs.create_dir(p, recursive=True)
+    doc = {**study.to_dict(), "lr_by_arm": _lr_doc(lr_by_arm)}
+    with fs.open_output_stream(f"{p}/{STUDY_FILE}") as f:
+        f.write(yaml.safe_dump(doc, sort_keys=False).encode())
+
+
+def _lr_doc(lr_by_arm: dict | None) -> list | None:
+    if not lr_by_arm:
+        return None
+    return [{"activation": a, "normalization": n, "lr": lr} for (a, n), lr in sorted(lr_by_arm.items())]
+
+
+def delete_experiment(path: str) -> None:
+    fs, p = _fs_and_path(path)
+    if fs.get_file_info(p).type != pyarrow.fs.FileType.NotFound:
+        fs.delete_dir(p)
+
+
+def init_ray() -> None:
+    """Join the cluster named by RAY_ADDRESS (as `ray job submit` sets it), else start a local one."""
+    if ray.is_initialized():
+        return
+    ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level=logging.WARNING)
+
+
+def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None = None,
+              progress: bool = True) -> str:
+    """Run (or resume) the study's grid; returns the experiment path."""
+    path = experiment_path(study)
+    if fresh:
+        delete_experiment(path)
+    stored = _stored_study(path)
+    current = {**study.to_dict(), "lr_by_arm": _lr_doc(lr_by_arm)}
+    if stored is not None and _comparable(stored) != _comparable(current):
+        raise StudyError(
+            f"{path} holds the experiment of another config; pass --fresh to start over or choose another name.")
+
+    init_ray()
+    check_cluster(study)
+    check_storage_shared(str(Path(path).parent) if "://" not in path else path)
+    base = study.trial_configs()[0]
+    data = load_data(base.data, progress=progress)
+    features = shared_features(study, data)
+    trainable = make_trainable(study, data, features)
+
+    if stored is not None and Tuner.can_restore(path):
+        print(f"Resuming {path}: finished trials are kept, unfinished ones continue from their checkpoints.")
+        tuner = Tuner.restore(path, trainable=trainable, resume_errored=True,
+                              param_space=param_space(study, lr_by_arm))
+    else:
+        _write_study(path, study, lr_by_arm)
+        tuner = Tuner(trainable, param_space=param_space(study, lr_by_arm),
+                      tune_config=TuneConfig(metric="val_acc", mode="max"), run_config=run_config(study))
+    grid = tuner.fit()
+    errors = [r for r in grid if r.error is not None]
+    print(f"Study {study.name}: {len(grid)} trials, {len(errors)} errored; experiment in {path}")
+    return path
+
+
+def _comparable(doc: dict[str, Any]) -> dict[str, Any]:
+    """What must match to resume: the grid and the trial config (not resources, analysis or run knobs)."""
+    keep = {k: doc.get(k) for k in ("name", "data", "model", "train", "search", "lr_by_arm")}
+    return yaml.safe_load(yaml.safe_dump(keep))
+
+
+__all__ = ["StudyError", "experiment_path", "param_space", "read_lr_file", "run_study"]

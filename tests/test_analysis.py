@@ -1,0 +1,335 @@
+"""Hand-made tables with known answers for study.analysis."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from study.analysis import (
+    AnalysisParams,
+    analysis_values,
+    compare_arms,
+    convergence_metrics,
+    factorial_effects,
+    paired_differences,
+    summarize,
+    test_accuracy_by_arm,
+    verdict,
+)
+
+FAST = ("selu", "none")
+SLOW = ("relu", "per_image")
+
+
+# --------------------------------------------------------------------------- builders
+
+def trial(arm, seed, val_acc, val_loss=None, *, lr=1e-3, status="TERMINATED", diverged=False,
+          planned=None, test_acc=0.8, epoch_time=10.0, tid=None):
+    """Rows for one trial: (epoch rows, trial row).  ``val_loss`` defaults to 1 - val_acc."""
+    act, norm = arm
+    val_loss = [1 - a for a in val_acc] if val_loss is None else val_loss
+    tid = tid or f"{act}-{norm}-s{seed}-lr{lr}"
+    cfg = {"activation": act, "normalization": norm, "lr": lr, "seed": seed}
+    rows = [{"trial_id": tid, **cfg, "epoch": e, "train_loss": vl, "train_acc": va, "val_loss": vl,
+             "val_acc": va, "epoch_time_s": epoch_time}
+            for e, (va, vl) in enumerate(zip(val_acc, val_loss), start=1)]
+    row = {"trial_id": tid, **cfg, "status": status, "diverged": diverged, "epochs_run": len(val_acc),
+           "epochs_planned": planned or len(val_acc), "test_acc": test_acc, "test_loss": 1 - test_acc}
+    return rows, row
+
+
+def tables(*trials):
+    epochs = [r for rows, _ in trials for r in rows]
+    return pd.DataFrame(epochs), pd.DataFrame([t for _, t in trials])
+
+
+def curve(reach_epoch, n=10, lo=0.3, hi=0.9, target=0.7):
+    """Val-acc curve crossing ``target`` exactly at ``reach_epoch`` (never if None)."""
+    out = []
+    for e in range(1, n + 1):
+        if reach_epoch is None:
+            out.append(min(0.5, lo + 0.02 * e))
+        elif e < reach_epoch:
+            out.append(lo + (target - 0.05 - lo) * e / reach_epoch)
+        else:
+            out.append(min(hi, target + 0.01 * (e - reach_epoch)))
+    return out
+
+
+P_EPOCHS = AnalysisParams(primary_metric="epochs_to_target")
+
+
+# --------------------------------------------------------------------------- metrics
+
+def test_auc_and_targets_exact_on_tiny_curve():
+    epochs, trials = tables(trial(FAST, 0, [0.5, 0.7, 0.8], [1.0, 0.5, 0.3], epoch_time=0))
+    epochs["epoch_time_s"] = [10.0, 20.0, 30.0]
+    m = convergence_metrics(epochs, trials, AnalysisParams()).iloc[0]
+    assert m["val_loss_auc"] == pytest.approx(0.6)          # mean of 1.0, 0.5, 0.3
+    assert m["epochs_to_target"] == 2 and m["reached_target"]
+    assert m["time_to_target_s"] == pytest.approx(30.0)     # 10 + 20
+    assert m["epochs_to_rel_target"] == 3                   # 0.95 * 0.8 = 0.76
+    assert m["best_val_acc"] == pytest.approx(0.8) and m["best_epoch"] == 3
+    assert m["val_loss_at_1"] == 1.0 and math.isnan(m["val_loss_at_5"]) and math.isnan(m["val_loss_at_10"])
+    assert not m["diverged"] and not m["auc_partial"] and m["auc_epochs"] == 3
+
+
+def test_diverged_trial_kept_censored_and_flagged():
+    acc = [0.3, 0.4, 0.5, 0.1]
+    loss = [1.2, 1.0, 0.8, float("nan")]
+    epochs, trials = tables(
+        trial(FAST, 0, acc, loss, status="ERROR", diverged=True, planned=10),
+        trial(SLOW, 0, [0.4, 0.8], [0.9, float("inf")], tid="silent"),  # flag missing: detected from inf
+        trial(FAST, 1, curve(3), status="ERROR", tid="crashed"),           # errored, not diverged
+    )
+    m = convergence_metrics(epochs, trials, AnalysisParams()).set_index("trial_id")
+    d = m.loc["selu-none-s0-lr0.001"]
+    assert d["in_analysis"] and d["diverged"] and d["auc_partial"]
+    assert not d["reached_target"] and d["epochs_to_target"] == 4     # censored at the last epoch run
+    assert d["val_loss_auc"] == pytest.approx(1.0)                    # finite epochs only: (1.2+1.0+0.8)/3
+    assert d["auc_epochs"] == 3
+    # paired rank value: beyond the planned budget, not "fast"
+    assert analysis_values(m, "epochs_to_target")["selu-none-s0-lr0.001"] == 11
+    s = m.loc["silent"]
+    assert s["diverged"] and s["in_analysis"]
+    assert not s["reached_target"]        # 0.8 at an epoch with inf loss does not count
+    assert m.loc["crashed", "in_analysis"] == False  # noqa: E712
+    assert m.loc["crashed", "excluded_reason"] == "status ERROR"
+    summary = summarize(epochs, trials, AnalysisParams())
+    assert summary["design"]["n_diverged"] == 2
+    assert [t["trial_id"] for t in summary["design"]["excluded_trials"]] == ["crashed"]
+
+
+# --------------------------------------------------------------------------- comparisons
+
+def _three_vs_six(seeds):
+    return tables(*[trial(FAST, s, curve(3)) for s in seeds], *[trial(SLOW, s, curve(6)) for s in seeds])
+
+
+def test_target_at_3_vs_6_is_supported_with_effect_minus_3():
+    epochs, trials = _three_vs_six(range(6))
+    metrics = convergence_metrics(epochs, trials, P_EPOCHS)
+    diffs = paired_differences(metrics, P_EPOCHS, "epochs_to_target")
+    assert list(diffs["diff"]) == [-3.0] * 6
+    comp = compare_arms(metrics, P_EPOCHS)
+    e = comp["metrics"]["epochs_to_target"]
+    assert e["mean_diff"] == -3.0 and e["n_pairs"] == 6 and e["n_seeds"] == 6
+    assert e["ci_low"] == pytest.approx(-3) and e["ci_high"] == pytest.approx(-3)
+    assert e["p_value"] == pytest.approx(2 / 2 ** 6)
+    assert e["prob_faster_better"] == 1.0
+    km = comp["survival"]["epochs_to_target"]
+    assert km["faster"]["median_epochs"] == 3 and km["slower"]["median_epochs"] == 6
+    assert km["logrank"]["p_value"] < 0.05
+    v = verdict(comp, P_EPOCHS)
+    assert v["label"] == "supported"
+    assert "-3.000" in v["text"] and "supported" in v["text"]
+
+
+def test_noisy_effect_ci_brackets_minus_3():
+    seeds = range(8)
+    slow_reach = [5, 6, 7, 6, 5, 7, 6, 6]
+    epochs, trials = tables(*[trial(FAST, s, curve(3)) for s in seeds],
+                            *[trial(SLOW, s, curve(r)) for s, r in zip(seeds, slow_reach)])
+    e = compare_arms(convergence_metrics(epochs, trials, P_EPOCHS), P_EPOCHS)["metrics"]["epochs_to_target"]
+    assert e["mean_diff"] == pytest.approx(-3.0)
+    assert e["ci_low"] < -3 < e["ci_high"] and e["ci_high"] < 0
+
+
+def test_three_seeds_cannot_reach_significance_and_say_so():
+    epochs, trials = _three_vs_six(range(3))
+    comp = compare_arms(convergence_metrics(epochs, trials, P_EPOCHS), P_EPOCHS)
+    e = comp["metrics"]["epochs_to_target"]
+    assert e["p_value"] == pytest.approx(0.25) and "cannot go below 0.25" in e["p_note"]
+    assert verdict(comp, P_EPOCHS)["label"] == "inconclusive"
+
+
+def test_identical_arms_are_inconclusive():
+    seeds = range(6)
+    epochs, trials = tables(*[trial(FAST, s, curve(3 + s % 3)) for s in seeds],
+                            *[trial(SLOW, s, curve(3 + s % 3)) for s in seeds])
+    for params in (AnalysisParams(), P_EPOCHS):
+        comp = compare_arms(convergence_metrics(epochs, trials, params), params)
+        m = comp["metrics"][params.primary_metric]
+        assert m["mean_diff"] == 0 and m["ci_low"] == 0 and m["ci_high"] == 0
+        assert m["p_value"] is None and m["p_note"] == "all differences are 0"
+        assert m["prob_faster_better"] == 0.5
+        assert verdict(comp, params)["label"] == "inconclusive"
+
+
+def test_contradicted_when_claimed_faster_arm_is_slower():
+    epochs, trials = tables(*[trial(FAST, s, curve(6)) for s in range(6)],
+                            *[trial(SLOW, s, curve(3)) for s in range(6)])
+    comp = compare_arms(convergence_metrics(epochs, trials, P_EPOCHS), P_EPOCHS)
+    assert verdict(comp, P_EPOCHS)["label"] == "contradicted"
+
+
+def test_all_censored():
+    epochs, trials = tables(*[trial(FAST, s, curve(None)) for s in range(4)],
+                            *[trial(SLOW, s, curve(None)) for s in range(4)])
+    metrics = convergence_metrics(epochs, trials, P_EPOCHS)
+    assert not metrics["reached_target"].any() and (metrics["epochs_to_target"] == 10).all()
+    assert metrics["time_to_target_s"].isna().all()
+    comp = compare_arms(metrics, P_EPOCHS)
+    km = comp["survival"]["epochs_to_target"]
+    assert km["faster"]["n_censored"] == 4 and km["faster"]["median_epochs"] is None
+    assert km["faster"]["fraction_reached"] == [0.0]
+    assert km["logrank"]["p_value"] is None and "reached" in km["logrank"]["note"]
+    assert comp["metrics"]["epochs_to_target"]["mean_diff"] == 0        # both count as 11
+    assert comp["metrics"]["time_to_target_s"]["n_pairs"] == 0           # nothing to compare, no crash
+    assert verdict(comp, P_EPOCHS)["label"] == "inconclusive"
+
+
+def test_unpaired_seeds_dropped_and_reported():
+    epochs, trials = tables(*[trial(FAST, s, curve(3)) for s in range(6)],
+                            *[trial(SLOW, s, curve(6)) for s in [0, 1, 2, 3, 4, 7]])
+    comp = compare_arms(convergence_metrics(epochs, trials, P_EPOCHS), P_EPOCHS)
+    assert comp["n_pairs"] == 5 and comp["paired_seeds"] == [0, 1, 2, 3, 4]
+    assert {(u["role"], u["seed"]) for u in comp["unpaired"]} == {("faster", 5), ("slower", 7)}
+    # KM uses every analysed trial of each arm, not only the paired ones
+    assert comp["survival"]["epochs_to_target"]["faster"]["n"] == 6
+
+
+def test_errored_trial_leaves_partner_unpaired():
+    epochs, trials = tables(*[trial(FAST, s, curve(3)) for s in range(4)],
+                            *[trial(SLOW, s, curve(6), status="ERROR" if s == 3 else "TERMINATED")
+                              for s in range(4)])
+    comp = compare_arms(convergence_metrics(epochs, trials, P_EPOCHS), P_EPOCHS)
+    assert comp["n_pairs"] == 3 and [u["seed"] for u in comp["unpaired"]] == [3]
+
+
+def test_one_arm_missing():
+    epochs, trials = tables(*[trial(FAST, s, curve(3)) for s in range(4)])
+    comp = compare_arms(convergence_metrics(epochs, trials, P_EPOCHS), P_EPOCHS)
+    assert comp["status"] == "missing_arm" and "relu+per_image" in comp["message"]
+    v = verdict(comp, P_EPOCHS)
+    assert v["label"] == "no verdict" and "relu+per_image" in v["text"]
+    summary = summarize(epochs, trials, P_EPOCHS)
+    assert summary["verdict"]["label"] == "no verdict" and summary["factorial"]["epochs_to_target"] is None
+
+
+def test_single_seed_gives_no_verdict_with_reason():
+    epochs, trials = _three_vs_six([0])
+    comp = compare_arms(convergence_metrics(epochs, trials, P_EPOCHS), P_EPOCHS)
+    v = verdict(comp, P_EPOCHS)
+    assert v["label"] == "no verdict"
+    assert "only 1 paired seed" in v["text"] and "3 required" in v["text"]
+    m = comp["metrics"]["epochs_to_target"]
+    assert m["ci_low"] is None and m["p_value"] is None
+
+
+def test_per_arm_tuned_lr_pairs_on_seed_alone():
+    epochs, trials = tables(*[trial(FAST, s, curve(3), lr=1e-4) for s in range(3)],
+                            *[trial(SLOW, s, curve(6), lr=1e-3) for s in range(3)])
+    metrics = convergence_metrics(epochs, trials, P_EPOCHS)
+    diffs = paired_differences(metrics, P_EPOCHS, "epochs_to_target")
+    assert diffs.attrs["pair_on"] == ["seed"] and "lr differs between the two arms" in diffs.attrs["pairing_note"]
+    assert len(diffs) == 3
+    shared = paired_differences(metrics, P_EPOCHS, "epochs_to_target", pair_on=["seed", "lr"])
+    assert len(shared) == 0 and len(shared.attrs["unpaired"]) == 6
+
+
+def test_lr_axis_pairs_on_seed_and_lr_and_averages_within_seed():
+    lrs = (1e-4, 1e-3)
+    epochs, trials = tables(*[trial(FAST, s, curve(3 if lr == 1e-3 else 4), lr=lr) for s in range(4) for lr in lrs],
+                            *[trial(SLOW, s, curve(6), lr=lr) for s in range(4) for lr in lrs])
+    comp = compare_arms(convergence_metrics(epochs, trials, P_EPOCHS), P_EPOCHS)
+    e = comp["metrics"]["epochs_to_target"]
+    assert comp["pair_on"] == ["seed", "lr"]
+    assert e["n_pairs"] == 8 and e["n_seeds"] == 4 and e["mean_diff"] == pytest.approx(-2.5)
+    assert [s["mean_diff"] for s in e["by_stratum"]] == [-2.0, -3.0]
+
+
+# --------------------------------------------------------------------------- factorial
+
+def _two_by_two(norm_matters=True, seeds=range(6)):
+    rng = np.random.default_rng(1)
+    out = []
+    for act in ("selu", "relu"):
+        for norm in ("none", "per_image"):
+            for s in seeds:
+                base = 0.5 + 0.02 * s
+                shift = -0.2 if (norm_matters and norm == "none") else 0.0
+                loss = [base + shift + 0.5 / e + rng.normal(0, 1e-3) for e in range(1, 6)]
+                out.append(trial((act, norm), s, [0.6] * 5, loss))
+    return tables(*out)
+
+
+def test_factorial_only_normalization_matters():
+    epochs, trials = _two_by_two()
+    params = AnalysisParams()
+    metrics = convergence_metrics(epochs, trials, params)
+    fac = factorial_effects(metrics, params, "val_loss_auc")
+    eff = fac["effects"]
+    assert fac["factors"] == ["activation", "normalization"] and fac["n_seeds"] == 6
+    assert eff["normalization"]["mean"] == pytest.approx(-0.2, abs=2e-3)
+    assert eff["normalization"]["ci_high"] < 0
+    assert abs(eff["activation"]["mean"]) < 2e-3 and eff["activation"]["ci_low"] <= 0 <= eff["activation"]["ci_high"]
+    assert abs(eff["interaction"]["mean"]) < 2e-3
+    # the arm difference decomposes exactly into the two main effects
+    comp = compare_arms(metrics, params)
+    arm_diff = comp["metrics"]["val_loss_auc"]["mean_diff"]
+    assert arm_diff == pytest.approx(eff["activation"]["mean"] + eff["normalization"]["mean"])
+    v = verdict(comp, params)
+    assert v["label"] == "supported"
+    assert "comes from changing input normalization from per_image to none, not from switching the activation" \
+        in v["text"]
+
+
+def test_factorial_absent_when_grid_not_crossed():
+    epochs, trials = _three_vs_six(range(4))
+    metrics = convergence_metrics(epochs, trials, P_EPOCHS)
+    assert factorial_effects(metrics, P_EPOCHS, "epochs_to_target") is None
+    assert compare_arms(metrics, P_EPOCHS)["factorial"] is None
+
+
+def test_test_accuracy_by_arm_with_paper_figures():
+    epochs, trials = tables(*[trial(FAST, s, curve(3), test_acc=0.80 + 0.01 * s) for s in range(3)],
+                            *[trial(SLOW, s, curve(6), test_acc=0.78) for s in range(3)])
+    t = test_accuracy_by_arm(convergence_metrics(epochs, trials, P_EPOCHS), P_EPOCHS).set_index("activation")
+    assert t.loc["selu", "mean_test_acc"] == pytest.approx(0.81) and t.loc["selu", "n"] == 3
+    assert t.loc["selu", "ci_low"] < 0.81 < t.loc["selu", "ci_high"]
+    assert t.loc["selu", "paper_test_acc"] == 0.8143 and t.loc["relu", "paper_test_acc"] == 0.8088
+    assert t.loc["relu", "ci_low"] == t.loc["relu", "ci_high"] == pytest.approx(0.78)   # no spread
+
+
+# --------------------------------------------------------------------------- params & summary
+
+def test_from_dict_rejects_unknown_key_and_bad_values():
+    with pytest.raises(ValueError, match="analysis.target_accuracy is not a known parameter"):
+        AnalysisParams.from_dict({"target_accuracy": 0.7})
+    with pytest.raises(ValueError, match=r"^analysis.target_acc must be in \(0, 1\], got 1.5$"):
+        AnalysisParams.from_dict({"target_acc": 1.5})
+    with pytest.raises(ValueError, match="analysis.primary_metric"):
+        AnalysisParams.from_dict({"primary_metric": "val_loss_at_7"})
+    with pytest.raises(ValueError, match="analysis.min_seeds"):
+        AnalysisParams.from_dict({"min_seeds": True})
+    p = AnalysisParams.from_dict({"fixed_epochs": [3, 1], "primary_metric": "val_loss_at_3"})
+    assert p.fixed_epochs == (1, 3) and isinstance(p.fixed_epochs, tuple)
+    assert AnalysisParams.from_dict({}) == AnalysisParams()
+
+
+def test_summarize_is_deterministic_and_json_clean():
+    epochs, trials = _two_by_two(seeds=range(4))
+    epochs.loc[epochs.index[-1], "val_loss"] = float("nan")   # a diverged last epoch
+    a = json.dumps(summarize(epochs, trials, AnalysisParams()), sort_keys=True, allow_nan=False)
+    b = json.dumps(summarize(epochs, trials, AnalysisParams()), sort_keys=True, allow_nan=False)
+    shuffled = json.dumps(summarize(epochs.sample(frac=1, random_state=3), trials.sample(frac=1, random_state=4),
+                                    AnalysisParams()), sort_keys=True, allow_nan=False)
+    assert a == b == shuffled
+    s = json.loads(a)
+    assert s["verdict"]["label"] in {"supported", "contradicted", "inconclusive", "no verdict"}
+    assert s["factorial"]["val_loss_auc"]["n_seeds"] == 4
+
+
+def test_metrics_table_columns_exact():
+    epochs, trials = tables(trial(FAST, 0, curve(3)), trial(SLOW, 0, curve(6), diverged=True))
+    m = convergence_metrics(epochs, trials, AnalysisParams())
+    assert list(m.columns) == [
+        "trial_id", "activation", "normalization", "lr", "seed", "status", "diverged", "in_analysis",
+        "excluded_reason", "epochs_run", "epochs_planned", "epochs_to_target", "reached_target",
+        "epochs_to_rel_target", "reached_rel_target", "time_to_target_s", "val_loss_auc", "auc_epochs",
+        "auc_partial", "val_loss_at_1", "val_loss_at_5", "val_loss_at_10", "best_val_acc", "best_epoch",
+        "test_acc", "test_loss"]

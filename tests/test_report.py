@@ -1,0 +1,126 @@
+"""write_report on a hand-made 2x2 table."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from study.analysis import AnalysisParams
+from study.report import write_report
+
+ARMS = {("selu", "none"): 3, ("relu", "per_image"): 5, ("selu", "per_image"): 5, ("relu", "none"): 3}
+
+
+def two_by_two(seeds=range(3), lrs=(1e-3,), n_epochs=6):
+    rng = np.random.default_rng(0)
+    epochs, trials = [], []
+    for (act, norm), reach in ARMS.items():
+        for seed in seeds:
+            for lr in lrs:
+                tid = f"{act}_{norm}_s{seed}_lr{lr:g}"
+                cfg = {"activation": act, "normalization": norm, "lr": lr, "seed": seed, "image_size": 32}
+                diverged = tid == "relu_none_s1_lr0.001"
+                n = 3 if diverged else n_epochs
+                for e in range(1, n + 1):
+                    acc = min(0.9, 0.75 * e / reach) + rng.normal(0, 0.01)
+                    loss = float("nan") if diverged and e == n else 1.5 / e + 0.05 * reach + rng.normal(0, 0.01)
+                    epochs.append({"trial_id": tid, **cfg, "epoch": e, "train_loss": loss, "train_acc": acc,
+                                   "val_loss": loss, "val_acc": acc, "epoch_time_s": 2.0})
+                trials.append({"trial_id": tid, **cfg, "status": "ERROR" if diverged else "TERMINATED",
+                               "diverged": diverged, "epochs_run": n, "epochs_planned": n_epochs,
+                               "test_acc": np.nan if diverged else 0.8 + rng.normal(0, 0.01),
+                               "test_loss": np.nan if diverged else 0.6})
+    return pd.DataFrame(epochs), pd.DataFrame(trials)
+
+
+PARAMS = AnalysisParams(n_resamples=2000)   # fewer resamples keep the report tests quick
+
+
+@pytest.fixture(scope="module")
+def tables():
+    return two_by_two()
+
+
+def test_write_report_writes_every_file(tmp_path, tables):
+    epochs, trials = tables
+    files = write_report(tmp_path / "out", epochs, trials, PARAMS, name="demo", source="unit test")
+    for rel in ("trials.csv", "epochs.csv", "summary.json", "report.md", "report.html",
+                "figures/val_loss.png", "figures/val_acc.png", "figures/epochs_to_target.png",
+                "figures/test_acc.png"):
+        assert rel in files and files[rel].is_file() and files[rel].stat().st_size > 0, rel
+    assert "figures/lr_sensitivity.png" not in files              # one lr only
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        ["trials.csv", "epochs.csv", "summary.json", "report.md", "report.html", "figures"])  # no temp left
+    t = pd.read_csv(files["trials.csv"])
+    assert len(t) == len(trials) and {"val_loss_auc", "epochs_to_target", "reached_target"} <= set(t.columns)
+    assert t.loc[t["trial_id"] == "relu_none_s1_lr0.001", "diverged"].item()
+    e = pd.read_csv(files["epochs.csv"])
+    assert list(e["trial_id"]) == sorted(e["trial_id"]) and len(e) == len(epochs)
+    summary = json.loads(files["summary.json"].read_text())
+    assert summary["report"] == {"name": "demo", "source": "unit test"}
+    assert summary["factorial"]["val_loss_auc"]["factors"] == ["activation", "normalization"]
+
+
+def test_html_is_self_contained(tmp_path, tables):
+    epochs, trials = tables
+    files = write_report(tmp_path, epochs, trials, PARAMS, name="demo", source="unit test")
+    page = files["report.html"].read_text()
+    images = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert len(images) >= 4 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert not re.search(r"https?://|<link|<script|@import|url\(", page)
+    for section in ("The question", "Design", "Method", "Results", "Activation or normalization?",
+                    "Test accuracy compared with the paper", "Caveats", "Verdict:"):
+        assert section in page
+    md = files["report.md"].read_text()
+    assert "](figures/val_loss.png)" in md and "80.88%" in md and "81.43%" in md
+
+
+def test_rerun_is_byte_identical(tmp_path, tables):
+    epochs, trials = tables
+    first = write_report(tmp_path, epochs, trials, PARAMS, name="demo", source="unit test")
+    before = {k: first[k].read_bytes() for k in ("trials.csv", "epochs.csv", "summary.json", "report.md")}
+    (tmp_path / "figures" / "stale.png").write_bytes(b"old")
+    again = write_report(tmp_path, epochs.iloc[::-1], trials.iloc[::-1], PARAMS,
+                         name="demo", source="unit test")
+    for k, data in before.items():
+        assert again[k].read_bytes() == data, k
+    assert not (tmp_path / "figures" / "stale.png").exists()       # figures folder swapped as a whole
+
+
+def test_failed_render_leaves_previous_report(tmp_path, tables, monkeypatch):
+    epochs, trials = tables
+    write_report(tmp_path, epochs, trials, PARAMS, name="demo", source="unit test")
+    before = (tmp_path / "summary.json").read_bytes()
+    import study.report as report
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("render failed")
+
+    monkeypatch.setattr(report, "render_html", boom)
+    with pytest.raises(RuntimeError):
+        write_report(tmp_path, epochs.iloc[:10], trials, PARAMS, name="other", source="x")
+    assert (tmp_path / "summary.json").read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report-tmp-")]
+
+
+def test_lr_grid_adds_sensitivity_figure(tmp_path):
+    epochs, trials = two_by_two(seeds=range(2), lrs=(1e-4, 1e-3), n_epochs=4)
+    files = write_report(tmp_path, epochs, trials, PARAMS, name="grid", source="unit test")
+    assert "figures/lr_sensitivity.png" in files
+    assert "Learning-rate sensitivity" in files["report.md"].read_text()
+    summary = json.loads(files["summary.json"].read_text())
+    assert summary["verdict"]["label"] == "no verdict"                   # 2 seeds < min_seeds
+
+
+def test_one_arm_or_no_trials_still_writes_a_report(tmp_path, tables):
+    epochs, trials = tables
+    selu = trials["activation"] == "selu"
+    files = write_report(tmp_path / "one", epochs[epochs["trial_id"].isin(trials.loc[selu, "trial_id"])],
+                         trials[selu], PARAMS, name="one arm", source="unit test")
+    md = files["report.md"].read_text()
+    assert "Verdict: no verdict" in md and "relu+per_image (the claimed-slower arm)" in md
+    files = write_report(tmp_path / "none", pd.DataFrame(), trials.iloc[0:0], PARAMS, name="empty", source="x")
+    assert json.loads(files["summary.json"].read_text())["verdict"]["label"] == "no verdict"
