@@ -18,6 +18,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -116,7 +117,9 @@ class _Inputs:
     def __init__(self, model: HWRNet, data: TrainingData, device: torch.device, features: torch.Tensor | None):
         self.model = model
         self.cached = features is not None
-        source = features if self.cached else torch.from_numpy(data.images)
+        with warnings.catch_warnings():  # arrays may be read-only (a shared object store); nothing writes them
+            warnings.simplefilter("ignore", UserWarning)
+            source = features if self.cached else torch.from_numpy(data.images)
         self.x = source.to(device)  # the whole set lives on the device: no per-step host-to-device copies
         self.y = torch.from_numpy(data.labels).to(device)
 

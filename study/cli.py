@@ -6,6 +6,7 @@ Every user mistake ends as one sentence on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -17,7 +18,10 @@ def _run(args: argparse.Namespace) -> None:
     from study.run import read_lr_file, run_study
 
     study = load_study(args.config, args.set)
-    lrs = read_lr_file(args.lr_from, study) if args.lr_from else None
+    lrs = None
+    if args.lr_from:  # each arm at its own tuned lr: the lr axis, if any, gives way
+        study = dataclasses.replace(study, search={k: v for k, v in study.search.items() if k != "train.lr"})
+        lrs = read_lr_file(args.lr_from, study)
     path = run_study(study, fresh=args.fresh, lr_by_arm=lrs)
     if not args.no_analyze:
         analyze(path, None)
@@ -75,12 +79,19 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("experiment", help="experiment folder (storage_path/name) or URI")
     a.add_argument("--out", help="output folder (default results/<name>)")
     a.set_defaults(func=_analyze)
+    sub.add_parser("bench", help="naive vs our pipeline, per stage (docs/performance.md); "
+                                 "`hwr-study bench --help` lists its options")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     from study.run import StudyError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # the benchmark has its own options
+        from benchmarks.bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = parser().parse_args(argv)
     try:
         args.func(args)

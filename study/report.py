@@ -166,7 +166,8 @@ def _curve_figure(path: Path, epochs, metrics, column: str, ylabel: str, styles,
         ax.set_ylabel(ylabel)
         ax.set_title(f"lr = {facet:g}" if facet is not None else "")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     _save(fig, path)
 
 
@@ -262,7 +263,8 @@ def _lr_figure(path: Path, metrics, styles, params) -> None:
         ax.set_xlabel("learning rate")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     _save(fig, path)
 
 
@@ -448,7 +450,7 @@ def _method_section(summary: dict, params: AnalysisParams) -> list[tuple]:
         "Probability of being better: the share of pairs in which the claimed-faster arm did better (ties count "
         "half); 0.5 means no tendency either way.",
         f"Verdict rule (primary measure only): supported when the {ci} interval lies entirely on the claimed side "
-        f"of zero and p < {1 - params.confidence:.2g}; contradicted when it lies entirely on the other side; "
+        f"of zero and p < {1 - params.confidence:.2g}; contradicted when it lies entirely on the other side and p < {1 - params.confidence:.2g}; "
         f"inconclusive otherwise; no verdict with fewer than {params.min_seeds} paired seeds.",
     ])]
 

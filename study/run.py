@@ -25,7 +25,7 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tun
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from hwr.config import ConfigError
+from hwr.config import ConfigError, config_from_dict
 from hwr.features import frozen_features, frozen_key, frozen_nbytes
 from hwr.model import build_model
 from hwr.train import TrainingData, load_data, pick_device
@@ -145,8 +145,19 @@ def check_storage_shared(path: str) -> None:
             "storage every node sees (NFS, or an s3:// or gs:// URI).")
 
 
+@ray.remote
+def _frozen_task(config: dict[str, Any], data: TrainingData, key: str) -> np.ndarray | None:
+    """One frozen part's activations for all images, on this task's GPU if it has one (disk-cached there)."""
+    cfg = config_from_dict(config, where="trial config")
+    device = pick_device()
+    model = build_model(cfg.model, cfg.data.image_size, seed=cfg.train.seed).to(device)
+    z = frozen_features(model, data.images, key, device)
+    return None if z is None else np.ascontiguousarray(z.numpy())
+
+
 def shared_features(study: StudyConfig, data: TrainingData) -> dict[str, ray.ObjectRef]:
-    """Compute each distinct frozen part's activations once (disk-cached) and put them in the object store."""
+    """Each distinct frozen part's activations, computed once by a Ray task (on a GPU when the cluster has
+    one); its result stays in the object store, where every trial that needs it reads it."""
     seen: dict[str, Any] = {}
     for cfg in study.trial_configs():
         key = frozen_key(cfg, data.key)
@@ -154,22 +165,24 @@ def shared_features(study: StudyConfig, data: TrainingData) -> dict[str, ray.Obj
             seen[key] = cfg
     if not seen:
         return {}
-    device = pick_device()
-    probe = build_model(next(iter(seen.values())).model, study.trial_configs()[0].data.image_size)
-    per_key = frozen_nbytes(probe, len(data.images), data.images.shape[-1])
+    first = next(iter(seen.values()))
+    per_key = frozen_nbytes(build_model(first.model, first.data.image_size), len(data.images), data.images.shape[-1])
     capacity = ray.available_resources().get("object_store_memory", 0)
     if per_key * len(seen) > OBJECT_STORE_SHARE * capacity:
         log.warning("frozen activations (%d x %.1f GB) exceed the object store's share; trials compute their own",
                     len(seen), per_key / 1e9)
         return {}
-    refs = {}
-    for i, (key, cfg) in enumerate(seen.items(), 1):
-        model = build_model(cfg.model, cfg.data.image_size, seed=cfg.train.seed).to(device)
-        z = frozen_features(model, data.images, key, device)
-        if z is None:
-            return {}
-        refs[key] = ray.put(np.ascontiguousarray(z.numpy()))
-        print(f"frozen features {i}/{len(seen)} ready ({z.shape[0]} x {tuple(z.shape[1:])})", flush=True)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    data_ref = ray.put(data)
+    print(f"Computing {len(seen)} frozen feature set(s) of {per_key / 1e6:.0f} MB each on "
+          f"{'GPUs' if gpus else 'CPUs'}.", flush=True)
+    refs = {key: _frozen_task.options(num_gpus=gpus, num_cpus=1).remote(cfg.to_dict(), data_ref, key)
+            for key, cfg in seen.items()}
+    # Wait here, before any trial holds resources the tasks need; the results stay in the object store.
+    pending = list(refs.values())
+    while pending:
+        _, pending = ray.wait(pending, num_returns=1)
+        print(f"frozen features ready: {len(refs) - len(pending)}/{len(refs)}", flush=True)
     return refs
 
 

@@ -48,9 +48,11 @@ def train_trial(config: dict[str, Any], data: TrainingData, features: dict[str, 
     key = frozen_key(cfg, data.key)
     frozen = None
     if features and key in features:
-        with warnings.catch_warnings():  # the object store's arrays are read-only; we never write to them
-            warnings.simplefilter("ignore", UserWarning)
-            frozen = torch.from_numpy(ray.get(features[key]))
+        array = ray.get(features[key])  # None when too large to keep: the frozen layers then run per batch
+        if array is not None:
+            with warnings.catch_warnings():  # the object store's arrays are read-only; we never write to them
+                warnings.simplefilter("ignore", UserWarning)
+                frozen = torch.from_numpy(array)
 
     with tempfile.TemporaryDirectory(prefix="hwr-trial-") as work:
         work = Path(work)
@@ -66,6 +68,7 @@ def train_trial(config: dict[str, Any], data: TrainingData, features: dict[str, 
             metrics["diverged"] = bool(summary["diverged"])
             if last:
                 metrics.update({k: summary[k] for k in FINAL_KEYS})
+            metrics["node_id"] = ray.get_runtime_context().get_node_id()  # which node ran this epoch
             ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(str(out)))
             _fail_once_for_tests(config, record["epoch"])
 

@@ -1,0 +1,43 @@
+"""Small study configs and experiment readers shared by the Ray tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+
+def write_study(tmp_path: Path, name: str = "t", *, seeds=(0, 1), activations=("relu", "selu"),
+                normalizations=("per_image",), epochs: int = 3, **extra) -> Path:
+    doc = {
+        "name": name,
+        "data": {"dataset": "synthetic", "image_size": 32},
+        "model": {"weights": "none", "trainable_from": "none"},
+        "train": {"optimizer": "adam", "lr": 3e-3, "epochs": epochs},
+        "search": {"model.activation": list(activations), "model.normalization": list(normalizations),
+                   "train.seed": list(seeds)},
+        "resources": {"cpu": 1, "gpu": 0},
+        "run": {"storage_path": str(tmp_path / "ray"), "max_failures": 1, "results_dir": str(tmp_path / "results")},
+        "analysis": {"target_acc": 0.05},
+    }
+    for key, value in extra.items():
+        doc[key] = {**doc.get(key, {}), **value} if isinstance(value, dict) else value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def trial_dirs(experiment: Path) -> list[Path]:
+    return sorted(p for p in experiment.iterdir() if p.is_dir() and p.name.startswith("train_trial"))
+
+
+def results(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def epochs_of(trial_dir: Path) -> list[int]:
+    return [r["epoch"] for r in results(trial_dir)]

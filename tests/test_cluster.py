@@ -1,0 +1,156 @@
+"""The study as users run it: a driver killed and re-run, a trial that crashes, two nodes, `ray job submit`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from study_helpers import epochs_of, results, trial_dirs, write_study
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def env(**extra) -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0", **extra}
+
+
+def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds or if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the process exited ({proc.returncode}) before {what}")
+        time.sleep(0.25)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
+    config = write_study(tmp_path, "resume", seeds=(0, 1, 2), epochs=6)
+    experiment = tmp_path / "ray" / "resume"
+    cmd = [sys.executable, "-m", "study", "run", str(config), "--no-analyze"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def finished():
+        done = [d for d in trial_dirs(experiment) if epochs_of(d) == list(range(1, 7))] if experiment.exists() else []
+        return done if len(done) >= 2 else None
+
+    try:
+        wait_for(finished, 240, "two finished trials", proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, mid-study
+        proc.wait()
+    snapshot = {d.name: (d / "result.json").read_bytes() for d in trial_dirs(experiment)
+                if epochs_of(d) == list(range(1, 7))}
+    assert 2 <= len(snapshot) < 6
+
+    rerun = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "Resuming" in rerun.stdout
+    dirs = trial_dirs(experiment)
+    assert len(dirs) == 6
+    for d in dirs:
+        assert epochs_of(d) == list(range(1, 7)), d.name  # every history complete, no epoch twice
+    for name, content in snapshot.items():
+        assert (experiment / name / "result.json").read_bytes() == content, f"{name} was re-run"
+
+
+def test_a_trial_that_raises_is_retried_from_its_checkpoint(tmp_path):
+    config = write_study(tmp_path, "retry", seeds=(0,), epochs=4)
+    proc = subprocess.run([sys.executable, "-m", "study", "run", str(config), "--no-analyze"], cwd=ROOT,
+                          env=env(HWR_TEST_FAIL_AT_EPOCH="2"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dirs = trial_dirs(tmp_path / "ray" / "retry")
+    assert len(dirs) == 2
+    for d in dirs:
+        assert (d / ".failed-once").exists(), "the injected failure did not happen"
+        assert epochs_of(d) == [1, 2, 3, 4]  # resumed at epoch 3, nothing repeated
+        assert results(d)[-1]["test_acc"] is not None
+
+
+def test_two_nodes_share_one_experiment(tmp_path):
+    """ray.cluster_utils.Cluster: two raylets of one CPU each; the four trials land on both."""
+    code = f"""
+import ray
+from ray.cluster_utils import Cluster
+from study.config import load_study
+from study.run import run_study
+cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
+cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+ray.init(address=cluster.address, logging_level="ERROR")
+run_study(load_study({str(write_study(tmp_path, "two", seeds=(0, 1)))!r}), progress=False)
+ray.shutdown()
+cluster.shutdown()
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dirs = trial_dirs(tmp_path / "ray" / "two")
+    assert len(dirs) == 4
+    nodes = {r["node_id"] for d in dirs for r in results(d)}
+    assert len(nodes) == 2
+    assert all(epochs_of(d) == [1, 2, 3] for d in dirs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def token_cluster(tmp_path):
+    """A real head node on 127.0.0.1 with token auth and its own temp dir; stopped afterwards."""
+    home = tmp_path / "home"
+    home.mkdir()
+    temp = Path("/tmp") / f"ray-{os.getpid()}-{free_port()}"  # Ray wants a short socket path
+    dash = free_port()
+    cluster_env = env(HOME=str(home), RAY_AUTH_MODE="token", PATH=f"{BIN}:{os.environ['PATH']}")
+    token = subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=cluster_env,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert token and (home / ".ray" / "auth_token").exists()
+    start = subprocess.run(
+        [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
+         "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
+        env=cluster_env, capture_output=True, text=True, timeout=180)
+    assert start.returncode == 0, start.stderr[-3000:]
+    try:
+        yield f"http://127.0.0.1:{dash}", cluster_env
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=cluster_env, capture_output=True, timeout=120)
+        subprocess.run(["rm", "-rf", str(temp)])
+
+
+def test_ray_job_submit_runs_the_quick_study(tmp_path, token_cluster):
+    address, cluster_env = token_cluster
+    storage = tmp_path / "storage"
+    submit = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
+         "python", "-m", "study", "run", "configs/quick.yaml", "--set", f"run.storage_path={storage}",
+         "--set", "train.epochs=2", "--set", "search.train.seed=[0]", "--set", f"run.results_dir={tmp_path / 'res'}"],
+        env=cluster_env, capture_output=True, text=True, timeout=900)
+    assert submit.returncode == 0, (submit.stdout + submit.stderr)[-4000:]
+    assert "succeeded" in (submit.stdout + submit.stderr).lower()
+    dirs = trial_dirs(storage / "quick")
+    assert len(dirs) == 4 and all(epochs_of(d) == [1, 2] for d in dirs)
+    trials = pd.read_csv(tmp_path / "res" / "quick" / "trials.csv")
+    assert len(trials) == 4 and (trials.status == "TERMINATED").all()
+    # without the token the job server refuses
+    denied = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address],
+                            env={**cluster_env, "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=120)
+    assert denied.returncode != 0

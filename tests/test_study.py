@@ -1,0 +1,104 @@
+"""The study on a real local Ray cluster in this process: the grid end to end, report, failures, two nodes."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pytest
+import ray
+
+from study.cli import analyze
+from study.config import load_study
+from study.run import StudyError, experiment_path, run_study
+
+from study_helpers import epochs_of, trial_dirs, write_study
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def test_quick_study_end_to_end(local_ray, tmp_path):
+    """configs/quick.yaml through Tune: one trial per grid point, full histories, TensorBoard logs, report."""
+    study = load_study("configs/quick.yaml", [f"run.storage_path={tmp_path / 'ray'}", "train.epochs=3",
+                                              "search.train.seed=[0, 1, 2]", f"run.results_dir={tmp_path / 'res'}"])
+    assert study.num_trials == 12
+    path = run_study(study, progress=False)
+    dirs = trial_dirs(tmp_path / "ray" / "quick")
+    assert len(dirs) == study.num_trials
+    for d in dirs:
+        assert epochs_of(d) == [1, 2, 3]
+        assert list(d.glob("events.out.tfevents*")), f"no TensorBoard log in {d.name}"
+        assert b"model/activation" in next(d.glob("events.out.tfevents*")).read_bytes()  # hparams
+    configs = {(c.model.activation, c.model.normalization, c.train.seed) for c in study.trial_configs()}
+    out = analyze(path, str(tmp_path / "report"))
+    trials = pd.read_csv(out / "trials.csv")
+    assert set(zip(trials.activation, trials.normalization, trials.seed)) == configs
+    assert (trials.status == "TERMINATED").all() and trials.test_acc.between(0, 1).all()
+    epochs = pd.read_csv(out / "epochs.csv")
+    assert len(epochs) == 12 * 3
+    for name in ("summary.json", "report.md", "report.html", "figures/val_loss.png", "figures/val_acc.png",
+                 "figures/epochs_to_target.png", "figures/test_acc.png"):
+        assert (out / name).stat().st_size > 0, name
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<img src=\"figures" not in html
+    # analyze again: identical tables
+    first = {n: (out / n).read_bytes() for n in ("trials.csv", "epochs.csv", "summary.json")}
+    analyze(path, str(out))
+    assert first == {n: (out / n).read_bytes() for n in first}
+
+
+def test_gpus_asked_on_a_cpu_cluster_fail_at_once(local_ray, tmp_path):
+    study = load_study(write_study(tmp_path, resources={"cpu": 1, "gpu": 0.25}))
+    start = time.monotonic()
+    with pytest.raises(StudyError, match="no GPUs"):
+        run_study(study, progress=False)
+    assert time.monotonic() - start < 30
+
+
+def test_a_trial_that_diverges_ends_as_diverged_not_as_an_error(local_ray, tmp_path):
+    study = load_study(write_study(tmp_path, "div", seeds=(0,), activations=("relu",),
+                                   train={"optimizer": "sgd", "lr": 1e12, "epochs": 4}))
+    path = run_study(study, progress=False)
+    out = analyze(path, str(tmp_path / "report"))
+    trials = pd.read_csv(out / "trials.csv")
+    assert trials.status.tolist() == ["TERMINATED"] and trials.diverged.tolist() == [True]
+
+
+def test_another_config_on_the_same_experiment_is_refused(local_ray, tmp_path):
+    run_study(load_study(write_study(tmp_path, "same", seeds=(0,), activations=("relu",), epochs=1)), progress=False)
+    changed = load_study(write_study(tmp_path, "same", seeds=(0, 1), activations=("relu",), epochs=1))
+    with pytest.raises(StudyError, match="another config"):
+        run_study(changed, progress=False)
+    assert experiment_path(changed).endswith("/same")
+
+
+def test_lr_search_per_arm_then_grid_at_each_arms_lr(local_ray, tmp_path):
+    import yaml
+
+    from study.lr_search import lr_search
+    from study.run import read_lr_file
+
+    config = write_study(tmp_path, "lrs", seeds=(0,), epochs=2,
+                         optuna={"low": 1e-4, "high": 1e-1, "trials_per_arm": 3, "metric": "best_val_acc",
+                                 "mode": "max", "seed": 0})
+    study = load_study(config)
+    best = lr_search(study)
+    doc = yaml.safe_load(best.read_text())
+    arms = {(a["activation"], a["normalization"]): a["lr"] for a in doc["arms"]}
+    assert set(arms) == {("relu", "per_image"), ("selu", "per_image")}
+    assert all(1e-4 <= lr <= 1e-1 for lr in arms.values())
+    for arm in doc["arms"]:  # each arm's experiment ran its Optuna budget
+        assert len(trial_dirs(tmp_path / "ray" / f"lrs-{arm['activation']}-{arm['normalization']}")) == 3
+
+    grid = load_study(write_study(tmp_path, "tuned", seeds=(0, 1), epochs=1))
+    path = run_study(grid, lr_by_arm=read_lr_file(best, grid), progress=False)
+    trials = pd.read_csv(analyze(path, str(tmp_path / "rep")) / "trials.csv")
+    for row in trials.itertuples():
+        assert row.lr == pytest.approx(arms[(row.activation, row.normalization)])
