@@ -149,6 +149,12 @@ def naive_forward(model, x):
     return model.head(model.features(x))
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its reaped descendants so far."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
 def _loader(dataset, indices, batch_size: int, num_workers: int):
     from torch.utils.data import DataLoader
 
@@ -157,11 +163,11 @@ def _loader(dataset, indices, batch_size: int, num_workers: int):
 
 def naive_decode_pass(dataset, indices, batch_size: int, num_workers: int) -> dict[str, float]:
     """Time one pass of the DataLoader alone (decode + transforms, no model): what every naive epoch redoes."""
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), cpu_seconds()
     n = 0
     for _x, y in _loader(dataset, indices, batch_size, num_workers):
         n += len(y)
-    return {"images": n, "s": time.perf_counter() - t}
+    return {"images": n, "s": time.perf_counter() - t, "cpu_s": cpu_seconds() - cpu}
 
 
 def naive_trial(cfg, dataset, splits, num_workers: int, device=None) -> dict[str, Any]:
@@ -173,7 +179,7 @@ def naive_trial(cfg, dataset, splits, num_workers: int, device=None) -> dict[str
     from hwr.train import EVAL_BATCH, _epoch_seed, _optimizer
 
     device = device or torch.device("cpu")
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), cpu_seconds()
     model = build_model(cfg.model, cfg.data.image_size, seed=cfg.train.seed).to(device)
     opt = _optimizer(model, cfg)
 
@@ -234,6 +240,7 @@ def naive_trial(cfg, dataset, splits, num_workers: int, device=None) -> dict[str
         "config": {"activation": cfg.model.activation, "normalization": cfg.model.normalization,
                    "seed": cfg.train.seed},
         "train_epoch_s": train_s, "eval_val_s": eval_s, "test_s": t4 - t3, "total_s": t4 - t_start,
+        "cpu_s": cpu_seconds() - cpu_start,
         "first_step_s": first_step, "history": history, "test_acc": test_acc, "test_loss": test_loss,
         "diverged": diverged,
     }
@@ -292,7 +299,7 @@ def _work_naive(spec: dict[str, Any]) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     startup = time.time() - spec["t_spawn"]
     nw = spec["num_workers"]
-    out: dict[str, Any] = {"startup_s": startup, "threads": torch.get_num_threads(), "num_workers": nw,
+    out: dict[str, Any] = {"startup_s": startup, "startup_cpu_s": cpu_seconds(), "threads": torch.get_num_threads(), "num_workers": nw,
                            "device": str(device), "splits": [len(splits.train), len(splits.val), len(splits.test)]}
     if spec["decode_pass"]:
         ds = NaiveImages(samples, naive_transform(cfgs[0].data.image_size, cfgs[0].model.normalization))
@@ -524,6 +531,10 @@ def _work_study(spec: dict[str, Any]) -> dict[str, Any]:
         })
     if clock.starts:
         out["first_trial_start_from_spawn_s"] = min(t for _, t in clock.starts) - t0
+        # per trial: Tune's on_trial_start (its actor is up) -> its first training step
+        started = dict(clock.starts)
+        out["trial_startup_s"] = [r["t"] - r["epoch_time_s"] - started[r["trial_id"]] for r in first
+                                  if r["trial_id"] in started]
     for name in ("init_ray", "load_data", "shared_features"):
         if f"{name}_start" in stamps:
             out[f"{name}_start_from_spawn_s"] = stamps[f"{name}_start"] - t0
@@ -607,6 +618,9 @@ def _run_worker(kind: str, spec_path: str, out_path: str) -> int:
     result["maxrss_self_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB
     result["maxrss_children_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / KIB
     result["vmhwm_self_mib"] = _vmhwm_mib()
+    # CPU time of the worker and its reaped children (DataLoader workers yes; Ray's worker processes are
+    # not all reaped here, so for the study this undercounts: it is kept in the JSON, not compared)
+    result["cpu_s"] = cpu_seconds()
     try:
         import torch
 
@@ -731,6 +745,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--keep", action="store_true", help="keep the work folder (it is deleted otherwise)")
     ap.add_argument("--json", help="also write every figure to this JSON file")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    ap.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra environment for every measured process (and the Ray workers it starts), e.g. "
+                         "THP_MEM_ALLOC_ENABLE=1; repeatable")
     return ap
 
 
@@ -799,8 +816,12 @@ def _run_sections(args, sections, work: Path, cache: Path, study_from_dict) -> d
         if not has_images(root):
             raise BenchError(f"no Chars74K images under {root}; pass --data-dir or set HWR_DATA_DIR.")
     env = {"HWR_CACHE_DIR": str(cache), "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0"),
-           "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")}
+    for item in args.worker_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--worker-env {item!r} must look like KEY=VALUE.")
+        env[key] = value
     raw = _study_dict(args, root, work / "ray")
     auto_gpu = args.gpu_per_trial is None
     study = study_from_dict(raw, where="bench study")
@@ -814,11 +835,12 @@ def _run_sections(args, sections, work: Path, cache: Path, study_from_dict) -> d
                                         "search": raw["search"], "trials": study.num_trials,
                                         "naive_trials_run": n_naive, "naive_workers": args.naive_workers,
                                         "cpu_per_trial": raw["resources"]["cpu"],
-                                        "gpu_per_trial": "auto" if auto_gpu else raw["resources"]["gpu"]},
+                                        "gpu_per_trial": "auto" if auto_gpu else raw["resources"]["gpu"],
+                                        "worker_env": list(args.worker_env)},
                            "work_dir": str(work)}
     t_all = time.time()
     if "floor" in sections:
-        res["floor"] = runner("floor", {"n": args.matmul_n, "reps": 3}, env)
+        res["floor"] = runner("floor", {"n": args.matmul_n, "reps": 5}, env)
     if "naive" in sections:
         res["naive"] = runner("naive", {"root": str(root), "configs": configs[:n_naive],
                                         "num_workers": args.naive_workers, "decode_pass": True}, env)
@@ -831,6 +853,8 @@ def _run_sections(args, sections, work: Path, cache: Path, study_from_dict) -> d
     if "head" in sections:
         head_cfg = {**configs[0], "data": {**configs[0]["data"], "image_size": args.head_size}}
         res["head"] = runner("head", {"root": str(root), "config": head_cfg, "images": args.head_images}, env)
+    if "floor" in sections:  # again at the end; the better of the two is the machine's reference
+        res["floor_end"] = runner("floor", {"n": args.matmul_n, "reps": 5}, env, label="floor-end")
     res["bench_wall_s"] = time.time() - t_all
     derive(res, args)
     return res
@@ -843,13 +867,15 @@ def derive(res: dict[str, Any], args) -> None:
     flops_img = 2 * conv_macs(size)
     d: dict[str, Any] = {"conv_gmac_per_image": conv_macs(size) / 1e9,
                          "conv_gmac_per_image_224": conv_macs(224) / 1e9}
-    floor = res.get("floor", {}).get("gflops")
+    floor = max([res[k]["gflops"] for k in ("floor", "floor_end") if k in res], default=None)
+    d["matmul_gflops"] = floor
     naive = res.get("naive")
     if naive:
         per_trial = _mean([t["total_s"] for t in naive["trials"]])
         d["naive_per_trial_s"] = per_trial
         d["naive_study_s"] = naive["startup_s"] + trials * per_trial
         d["naive_study_extrapolated"] = len(naive["trials"]) < trials
+        d["naive_study_cpu_s"] = naive["startup_cpu_s"] + trials * _mean([t["cpu_s"] for t in naive["trials"]])
         n_tr, n_val, n_test = naive["splits"]
         forwards = trials * (s["epochs"] * (n_tr + n_val) + n_test)
         d["naive_study_conv_forwards"] = forwards
@@ -918,12 +944,15 @@ def report(res: dict[str, Any]) -> str:
         f"config: {s['image_size']} px, weights={s['weights']}, trainable_from=none, {s['optimizer']} lr={s['lr']}, "
         f"batch {s['batch_size']}, {s['epochs']} epochs; grid {s['search']} = {s['trials']} trials",
     ]
+    if s.get("worker_env"):
+        lines.append(f"extra environment of the measured processes: {' '.join(s['worker_env'])}")
     if "floor" in res:
         f = res["floor"]
-        lines.append(f"floor: fp32 matmul {f['n']}x{f['n']}: {f['gflops']:.1f} GFLOP/s "
-                     f"({f['threads']} threads); VGG16 conv base = {d['conv_gmac_per_image_224']:.2f} GMAC "
-                     f"= {2 * d['conv_gmac_per_image_224']:.1f} GFLOP per 224 px image "
-                     f"({d['conv_gmac_per_image']:.3f} GMAC at {s['image_size']} px)")
+        again = f" and {res['floor_end']['gflops']:.1f} at the end" if "floor_end" in res else ""
+        lines.append(f"floor: fp32 matmul {f['n']}x{f['n']}: {f['gflops']:.1f} GFLOP/s at the start{again} "
+                     f"({f['threads']} threads; reference = {d['matmul_gflops']:.1f}); VGG16 conv base = "
+                     f"{d['conv_gmac_per_image_224']:.2f} GMAC = {2 * d['conv_gmac_per_image_224']:.1f} GFLOP per "
+                     f"224 px image ({d['conv_gmac_per_image']:.3f} GMAC at {s['image_size']} px)")
         if f.get("cuda"):
             lines.append(f"       GPU {f.get('cuda_device')}: fp32 {f.get('cuda_float32_tflops', 0):.1f} TFLOP/s, "
                          f"bf16 {f.get('cuda_bfloat16_tflops', 0):.1f} TFLOP/s")

@@ -70,13 +70,18 @@ def compute_frozen(model: HWRNet, images: np.ndarray, device: torch.device, batc
     return torch.cat(out)
 
 
+def cache_path(key: str, device_type: str, cache_dir: Path | None = None) -> Path:
+    """Where the activations of `key`, computed on a device of this type, are kept."""
+    return Path(cache_dir or default_cache_dir() / "features") / f"{key}-{device_type}.npy"
+
+
 def frozen_features(model: HWRNet, images: np.ndarray, key: str, device: torch.device,
                     cache_dir: Path | None = None) -> torch.Tensor | None:
     """The frozen activations for `images`, from the disk cache when present; None when too large to keep."""
     if frozen_nbytes(model, len(images), images.shape[-1]) > MAX_BYTES:
         return None
-    cache_dir = Path(cache_dir or default_cache_dir() / "features")
-    path = cache_dir / f"{key}-{device.type}.npy"
+    path = cache_path(key, device.type, cache_dir)
+    cache_dir = path.parent
     if path.exists():
         return torch.from_numpy(np.load(path))
     z = compute_frozen(model, images, device)

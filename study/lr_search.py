@@ -73,7 +73,7 @@ def lr_search(study: StudyConfig, *, fresh: bool = False, out: Path | None = Non
             search = OptunaSearch(metric=opt.metric, mode=opt.mode, seed=opt.seed)
             tuner = Tuner(trainable, param_space=arm_space(study, arm), run_config=run,
                           tune_config=TuneConfig(search_alg=search, num_samples=opt.trials_per_arm,
-                                                 metric=opt.metric, mode=opt.mode))
+                                                 metric=opt.metric, mode=opt.mode, reuse_actors=True))
         best = tuner.fit().get_best_result(metric=opt.metric, mode=opt.mode, scope="last")
         section, leaf = opt.param.split(".")
         rows.append({**{k.split(".")[1]: v for k, v in arm.items()},

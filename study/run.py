@@ -26,7 +26,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCall
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hwr.config import ConfigError, config_from_dict
-from hwr.features import frozen_features, frozen_key, frozen_nbytes
+from hwr.features import cache_path, frozen_features, frozen_key, frozen_nbytes
 from hwr.model import build_model
 from hwr.train import TrainingData, load_data, pick_device
 from study.config import StudyConfig
@@ -173,11 +173,18 @@ def shared_features(study: StudyConfig, data: TrainingData) -> dict[str, ray.Obj
                     len(seen), per_key / 1e9)
         return {}
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    data_ref = ray.put(data)
-    print(f"Computing {len(seen)} frozen feature set(s) of {per_key / 1e6:.0f} MB each on "
-          f"{'GPUs' if gpus else 'CPUs'}.", flush=True)
-    refs = {key: _frozen_task.options(num_gpus=gpus, num_cpus=1).remote(cfg.to_dict(), data_ref, key)
-            for key, cfg in seen.items()}
+    refs = {}
+    for key in seen:  # sets this machine already holds go straight from its disk cache
+        path = cache_path(key, "cuda" if gpus else "cpu")
+        if path.exists():
+            refs[key] = ray.put(np.load(path))
+    missing = {k: c for k, c in seen.items() if k not in refs}
+    if missing:
+        print(f"Computing {len(missing)} frozen feature set(s) of {per_key / 1e6:.0f} MB each on "
+              f"{'GPUs' if gpus else 'CPUs'}.", flush=True)
+        data_ref = ray.put(data)
+        refs.update({key: _frozen_task.options(num_gpus=gpus, num_cpus=1).remote(cfg.to_dict(), data_ref, key)
+                     for key, cfg in missing.items()})
     # Wait here, before any trial holds resources the tasks need; the results stay in the object store.
     pending = list(refs.values())
     while pending:
@@ -267,7 +274,8 @@ def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None
     else:
         _write_study(path, study, lr_by_arm)
         tuner = Tuner(trainable, param_space=param_space(study, lr_by_arm),
-                      tune_config=TuneConfig(metric="val_acc", mode="max"), run_config=run_config(study))
+                      tune_config=TuneConfig(metric="val_acc", mode="max", reuse_actors=True),
+                      run_config=run_config(study))
     grid = tuner.fit()
     errors = [r for r in grid if r.error is not None]
     print(f"Study {study.name}: {len(grid)} trials, {len(errors)} errored; experiment in {path}")

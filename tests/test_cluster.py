@@ -38,14 +38,14 @@ def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
-    config = write_study(tmp_path, "resume", seeds=(0, 1, 2), epochs=6)
+    config = write_study(tmp_path, "resume", seeds=(0, 1, 2), epochs=4)
     experiment = tmp_path / "ray" / "resume"
     cmd = [sys.executable, "-m", "study", "run", str(config), "--no-analyze"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def finished():
-        done = [d for d in trial_dirs(experiment) if epochs_of(d) == list(range(1, 7))] if experiment.exists() else []
+        done = [d for d in trial_dirs(experiment) if epochs_of(d) == list(range(1, 5))] if experiment.exists() else []
         return done if len(done) >= 2 else None
 
     try:
@@ -54,7 +54,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, mid-study
         proc.wait()
     snapshot = {d.name: (d / "result.json").read_bytes() for d in trial_dirs(experiment)
-                if epochs_of(d) == list(range(1, 7))}
+                if epochs_of(d) == list(range(1, 5))}
     assert 2 <= len(snapshot) < 6
 
     rerun = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
@@ -63,7 +63,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     dirs = trial_dirs(experiment)
     assert len(dirs) == 6
     for d in dirs:
-        assert epochs_of(d) == list(range(1, 7)), d.name  # every history complete, no epoch twice
+        assert epochs_of(d) == list(range(1, 5)), d.name  # every history complete, no epoch twice
     for name, content in snapshot.items():
         assert (experiment / name / "result.json").read_bytes() == content, f"{name} was re-run"
 
@@ -139,11 +139,16 @@ def token_cluster(tmp_path):
 def test_ray_job_submit_runs_the_quick_study(tmp_path, token_cluster):
     address, cluster_env = token_cluster
     storage = tmp_path / "storage"
-    submit = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
-         "python", "-m", "study", "run", "configs/quick.yaml", "--set", f"run.storage_path={storage}",
-         "--set", "train.epochs=2", "--set", "search.train.seed=[0]", "--set", f"run.results_dir={tmp_path / 'res'}"],
-        env=cluster_env, capture_output=True, text=True, timeout=900)
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
+           "python", "-m", "study", "run", "configs/quick.yaml", "--set", f"run.storage_path={storage}",
+           "--set", "train.epochs=2", "--set", "search.train.seed=[0]", "--set", f"run.results_dir={tmp_path / 'res'}"]
+
+    def submitted():
+        # Right after `ray start` the head's job agent may not be up yet; Ray then asks to try again later.
+        proc = subprocess.run(cmd, env=cluster_env, capture_output=True, text=True, timeout=900)
+        return None if "No available agent" in proc.stdout + proc.stderr else proc
+
+    submit = wait_for(submitted, 120, "the job agent to accept the job")
     assert submit.returncode == 0, (submit.stdout + submit.stderr)[-4000:]
     assert "succeeded" in (submit.stdout + submit.stderr).lower()
     dirs = trial_dirs(storage / "quick")

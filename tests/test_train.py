@@ -89,7 +89,7 @@ def test_nan_loss_ends_the_run_as_diverged(data):
 
 
 def test_cached_frozen_features_give_the_same_history(data, monkeypatch):
-    config = cfg("model.trainable_from=block5", "model.normalization=per_image")
+    config = cfg("model.trainable_from=block5", "model.normalization=per_image", "train.epochs=2")
     cached = fit(config, data)
     monkeypatch.setattr(hwr.features, "MAX_BYTES", 0)  # too big to keep -> frozen layers run every step
     uncached = fit(config, data)
@@ -100,7 +100,7 @@ def test_cached_frozen_features_give_the_same_history(data, monkeypatch):
 
 
 def test_frozen_features_are_computed_once(data, cache_dir, monkeypatch):
-    config = cfg("model.trainable_from=block4", "model.normalization=imagenet")
+    config = cfg("model.normalization=imagenet")
     fit(config, data)
     files = sorted((cache_dir / "features").glob("*.npy"))
     assert files
