@@ -19,8 +19,8 @@ are its own; `resource.getrusage` maxrss of that process and of its reaped child
             (activation x normalization x seed), storage in a temporary folder. `cold` runs with an empty
             HWR_CACHE_DIR (decode and frozen features computed), `warm` is a second run of the same study
             (fresh experiment, warm data and feature caches). Only timing wrappers are added: around
-            init_ray, load_data, frozen_features and shared_features in study.run, and a Tune callback
-            that stamps each reported epoch as the driver receives it.
+            init_ray, load_data and shared_features in study.run, and a Tune callback (appended to
+            run_config's) that stamps each reported epoch as the driver receives it.
   stages    ours in one process without Ray (`load_data` + `fit`, as `hwr train` does, minus checkpoints),
             timing each stage by wrapping the functions fit calls; its losses are compared with naive's.
   head      224 px frozen base: the frozen features of the training images exist, time one head-training
@@ -299,7 +299,8 @@ def _work_naive(spec: dict[str, Any]) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     startup = time.time() - spec["t_spawn"]
     nw = spec["num_workers"]
-    out: dict[str, Any] = {"startup_s": startup, "startup_cpu_s": cpu_seconds(), "threads": torch.get_num_threads(), "num_workers": nw,
+    out: dict[str, Any] = {"startup_s": startup, "startup_cpu_s": cpu_seconds(),
+                           "threads": torch.get_num_threads(), "num_workers": nw,
                            "device": str(device), "splits": [len(splits.train), len(splits.val), len(splits.test)]}
     if spec["decode_pass"]:
         ds = NaiveImages(samples, naive_transform(cfgs[0].data.image_size, cfgs[0].model.normalization))
@@ -1028,7 +1029,8 @@ def report(res: dict[str, Any]) -> str:
             lines.append(f"    ours, one process without Ray, warm: {_f(stages['first_step_from_spawn_s'])}")
         for name, r in (("ours cold", cold), ("ours warm", warm)):
             if r and "first_step_from_spawn_s" in r:
-                lines.append(f"    {name:<10} {_f(r['first_step_from_spawn_s'])} | {_f(r['first_step_from_run_study_s'])}")
+                lines.append(f"    {name:<10} {_f(r['first_step_from_spawn_s'])} | "
+                             f"{_f(r['first_step_from_run_study_s'])}")
         for name, r in (("ours cold", cold), ("ours warm", warm)):
             if not r:
                 continue
@@ -1069,7 +1071,8 @@ def report(res: dict[str, Any]) -> str:
         lines += ["", "Peak memory, MiB (getrusage maxrss of the process | of its largest reaped child | the process's "
                   "own VmHWM since exec); RSS counts pages shared with forked children, so these do not add up:"]
         for k, r in mem:
-            extra = f", cuda max allocated {r['cuda_max_allocated_mib']:.0f} MiB" if "cuda_max_allocated_mib" in r else ""
+            extra = (f", cuda max allocated {r['cuda_max_allocated_mib']:.0f} MiB"
+                     if "cuda_max_allocated_mib" in r else "")
             lines.append(f"  {k:<11} {r['maxrss_self_mib']:8.0f} | {r['maxrss_children_mib']:8.0f} | "
                          f"{_f(r.get('vmhwm_self_mib'), '', 0):>6}{extra}")
     if d["targets"]:
