@@ -18,7 +18,7 @@ import torch
 
 from hwr.config import Config
 from hwr.data import default_cache_dir
-from hwr.model import HWRNet
+from hwr.model import BLOCK_START, HWRNet
 
 FORMAT = 1
 # Beyond this many bytes the frozen activations are not stored (block1 at 224 px would need ~40 GB);
@@ -39,8 +39,6 @@ def weights_id(weights: str, seed: int) -> str:
 def frozen_key(cfg: Config, data_key: str) -> str | None:
     """Cache key of the frozen activations for this run, or None when nothing before the head is frozen."""
     m = cfg.model
-    from hwr.model import BLOCK_START
-
     depth = BLOCK_START[m.trainable_from]
     if depth == 0:
         return None
