@@ -27,7 +27,7 @@ REPORT_ORDER = ("epoch", "val_acc", "val_loss", "train_loss", "train_acc", "epoc
 FINAL_KEYS = ("test_acc", "test_loss", "best_epoch")
 
 
-def _fail_once_for_tests(config: dict[str, Any], epoch: int) -> None:
+def _fail_once_for_tests(epoch: int) -> None:
     """Test hook: with HWR_TEST_FAIL_AT_EPOCH=N, the first attempt of every trial raises after epoch N.
 
     The marker file lives in the trial's directory, so a retry (a new attempt) passes. Used by the
@@ -70,6 +70,6 @@ def train_trial(config: dict[str, Any], data: TrainingData, features: dict[str, 
                 metrics.update({k: summary[k] for k in FINAL_KEYS})
             metrics["node_id"] = ray.get_runtime_context().get_node_id()  # which node ran this epoch
             ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(str(out)))
-            _fail_once_for_tests(config, record["epoch"])
+            _fail_once_for_tests(record["epoch"])
 
         fit(cfg, data, checkpoint_path=out / CHECKPOINT_FILE, resume_from=resume, on_epoch=report, features=frozen)
