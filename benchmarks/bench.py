@@ -724,6 +724,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weights", default="none", help="conv base weights: none (seeded random), imagenet, or a .pt")
+    ap.add_argument("--base-seed", default="0",
+                    help="with --weights none: one random conv base for every trial, from this seed (default 0, "
+                         "as fixed ImageNet weights would be), or 'none' to draw each trial's base from its seed")
     ap.add_argument("--activations", default="relu,selu", help="grid axis (comma-separated)")
     ap.add_argument("--normalizations", default="none,per_image", help="grid axis (comma-separated)")
     ap.add_argument("--seeds", default="0,1", help="grid axis (comma-separated integers)")
@@ -764,7 +767,8 @@ def _study_dict(args, root: Path, storage: Path) -> dict[str, Any]:
         "name": "bench",
         "data": {"dataset": "chars74k", "root": str(root), "image_size": args.image_size, "split": "paper",
                  "split_seed": 0},
-        "model": {"weights": args.weights, "trainable_from": "none", "dropout": 0.0},
+        "model": {"weights": args.weights, "trainable_from": "none", "dropout": 0.0,
+                  **({"base_seed": _base_seed(args)} if args.weights == "none" else {})},
         "train": {"optimizer": args.optimizer, "lr": args.lr, "momentum": 0.9, "batch_size": args.batch_size,
                   "epochs": args.epochs},
         "search": {"model.activation": _parse_list(args.activations),
@@ -773,6 +777,15 @@ def _study_dict(args, root: Path, storage: Path) -> dict[str, Any]:
         "resources": {"cpu": args.cpu_per_trial, "gpu": gpu},
         "run": {"storage_path": str(storage), "max_failures": 0, "results_dir": str(storage.parent / "results")},
     }
+
+
+def _base_seed(args) -> int | None:
+    if args.base_seed.lower() in ("none", "null"):
+        return None
+    try:
+        return int(args.base_seed)
+    except ValueError:
+        raise BenchError(f"--base-seed must be an integer or none, got {args.base_seed!r}.") from None
 
 
 def _add(a: float | None, b: float | None) -> float | None:
@@ -833,6 +846,7 @@ def _run_sections(args, sections, work: Path, cache: Path, study_from_dict) -> d
                            "settings": {"image_size": args.image_size, "epochs": args.epochs,
                                         "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
                                         "weights": args.weights, "trainable_from": "none",
+                                        "base_seed": raw["model"].get("base_seed"),
                                         "search": raw["search"], "trials": study.num_trials,
                                         "naive_trials_run": n_naive, "naive_workers": args.naive_workers,
                                         "cpu_per_trial": raw["resources"]["cpu"],
@@ -942,7 +956,9 @@ def report(res: dict[str, Any]) -> str:
         f"machine: {m['cpu_model']}, {m['cpus_usable']} CPUs, {_f(m['mem_gib'], 'GiB', 0)}, python {m['python']}"
         + (f", torch {res['floor']['torch']} ({res['floor']['threads']} threads)" if "floor" in res else ""),
         f"data: {res['data_dir']}{' (synthetic, --quick)' if res['quick'] else ''}",
-        f"config: {s['image_size']} px, weights={s['weights']}, trainable_from=none, {s['optimizer']} lr={s['lr']}, "
+        f"config: {s['image_size']} px, weights={s['weights']}"
+        + (f" (base_seed {s['base_seed']})" if s.get("base_seed") is not None else "")
+        + f", trainable_from=none, {s['optimizer']} lr={s['lr']}, "
         f"batch {s['batch_size']}, {s['epochs']} epochs; grid {s['search']} = {s['trials']} trials",
     ]
     if s.get("worker_env"):
@@ -982,7 +998,8 @@ def report(res: dict[str, Any]) -> str:
         if "features_s_per_set" in d:
             lines.append(f"  {'frozen features (per set)':<30}{'every step':>16}"
                          f"{_f(d['features_s_per_set'], digits=1):>16}{'':>12}  ours cold: all images once per "
-                         f"(weights, normalization, seed); {d['feature_sets']} sets in "
+                         f"(weights, normalization{'' if s.get('base_seed') is not None else ', seed'}); "
+                         f"{d['feature_sets']} sets in "
                          f"{cold['features_total_s']:.1f} s, as the pipeline schedules them")
         if stages:
             hit = stages["features_cache_hit"]

@@ -1,7 +1,8 @@
 """One training run's configuration: three sections of scalars, every key with a default.
 
     data:  {dataset: chars74k, root: null, image_size: 224, split: paper, split_seed: 0}
-    model: {weights: imagenet, trainable_from: block5, activation: relu, normalization: per_image, dropout: 0.0}
+    model: {weights: imagenet, trainable_from: block5, activation: relu, normalization: per_image, dropout: 0.0,
+            base_seed: null}
     train: {optimizer: sgd, lr: 1.0e-3, momentum: 0.9, batch_size: 32, epochs: 30, seed: 0}
 
 `load_config` reads a YAML file and `--set section.key=value` overrides into a validated `Config`.
@@ -45,6 +46,9 @@ class ModelConfig:
     activation: str = "relu"
     normalization: str = "per_image"
     dropout: float = 0.0
+    # With weights=none: the random conv base's init seed. null = train.seed (each seed draws its own base);
+    # an integer fixes one random base for every trial, as pretrained weights are fixed.
+    base_seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,8 @@ def _validate(cfg: Config) -> Config:
     _check_choice("model.normalization", m.normalization, NORMALIZATIONS)
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}.")
+    if m.base_seed is not None and m.weights != "none":
+        raise ConfigError(f"model.base_seed only applies with model.weights none, not {m.weights!r}; remove it.")
     _check_choice("train.optimizer", t.optimizer, OPTIMIZERS)
     if not t.lr > 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}.")

@@ -9,6 +9,7 @@ step (a test checks it), at a fraction of the cost.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 
 from hwr.config import Config
 from hwr.data import default_cache_dir
-from hwr.model import BLOCK_START, HWRNet
+from hwr.model import BLOCK_START, HWRNet, base_seed, frozen_shape
 
 FORMAT = 1
 # Beyond this many bytes the frozen activations are not stored (block1 at 224 px would need ~40 GB);
@@ -42,16 +43,15 @@ def frozen_key(cfg: Config, data_key: str) -> str | None:
     depth = BLOCK_START[m.trainable_from]
     if depth == 0:
         return None
-    parts = [f"v{FORMAT}", data_key, weights_id(m.weights, cfg.train.seed), m.normalization,
+    parts = [f"v{FORMAT}", data_key, weights_id(m.weights, base_seed(m, cfg.train.seed)), m.normalization,
              str(cfg.data.image_size), f"depth{depth}"]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
-def frozen_nbytes(model: HWRNet, num_images: int, image_size: int) -> int:
-    with torch.no_grad():
-        probe = model.frozen(torch.zeros(1, image_size, image_size, dtype=torch.uint8,
-                                         device=next(model.parameters()).device))
-    return probe[0].numel() * 4 * num_images
+def frozen_nbytes(trainable_from: str, num_images: int, image_size: int) -> int:
+    """Bytes of the float32 frozen activations of `num_images` images (0 when nothing is frozen)."""
+    shape = frozen_shape(trainable_from, image_size)
+    return 0 if shape is None else math.prod(shape) * 4 * num_images
 
 
 @torch.no_grad()
@@ -76,7 +76,7 @@ def cache_path(key: str, device_type: str, cache_dir: Path | None = None) -> Pat
 def frozen_features(model: HWRNet, images: np.ndarray, key: str, device: torch.device,
                     cache_dir: Path | None = None) -> torch.Tensor | None:
     """The frozen activations for `images`, from the disk cache when present; None when too large to keep."""
-    if frozen_nbytes(model, len(images), images.shape[-1]) > MAX_BYTES:
+    if frozen_nbytes(model.cfg.trainable_from, len(images), images.shape[-1]) > MAX_BYTES:
         return None
     path = cache_path(key, device.type, cache_dir)
     cache_dir = path.parent

@@ -20,8 +20,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import VGG16_Weights
-from torchvision.models.vgg import cfgs, make_layers
 
 from hwr.config import ModelConfig
 
@@ -29,6 +27,8 @@ NUM_CLASSES = 62
 HIDDEN = 1024
 # Index of each block's first layer in torchvision's vgg16().features (conv/relu pairs and max-pools).
 BLOCK_START = {"all": 0, "block1": 0, "block2": 5, "block3": 10, "block4": 17, "block5": 24, "none": 31}
+# (channels, downsampling) of the frozen part's output: the conv blocks before `trainable_from`, each ending in a pool.
+FROZEN_OUT = {"block2": (64, 2), "block3": (128, 4), "block4": (256, 8), "block5": (512, 16), "none": (512, 32)}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ACTIVATIONS = {"relu": nn.ReLU, "selu": nn.SELU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
@@ -80,8 +80,20 @@ def make_head(in_features: int, activation: str, dropout: float, generator: torc
     return nn.Sequential(*layers)
 
 
+def frozen_shape(trainable_from: str, image_size: int) -> tuple[int, int, int] | None:
+    """(C, H, W) of one image's frozen activations, without building the model; None if nothing is frozen."""
+    if trainable_from not in FROZEN_OUT:
+        return None
+    channels, down = FROZEN_OUT[trainable_from]
+    return channels, image_size // down, image_size // down
+
+
 def vgg16_conv_base(seed: int) -> nn.Sequential:
     """torchvision's VGG16 conv layers, randomly initialised as torchvision's VGG does, from `seed`."""
+    # torchvision is imported where a model is built: its import takes over a second (it loads torch._dynamo),
+    # and a study's driver, which only routes data and cached activations, never builds one.
+    from torchvision.models.vgg import cfgs, make_layers
+
     features = make_layers(cfgs["D"], batch_norm=False)
     generator = torch.Generator().manual_seed(seed)
     for m in features:
@@ -110,6 +122,8 @@ def load_conv_base(weights: str, seed: int) -> nn.Sequential:
     if weights == "none":
         return features
     if weights == "imagenet":
+        from torchvision.models import VGG16_Weights
+
         url = VGG16_Weights.IMAGENET1K_V1.url
         try:
             state = VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
@@ -130,15 +144,23 @@ def load_conv_base(weights: str, seed: int) -> nn.Sequential:
     return _load_state(features, state, f"model.weights file {path}")
 
 
+def base_seed(cfg: ModelConfig, seed: int) -> int:
+    """The seed of a random conv base: model.base_seed when set, else the run's seed."""
+    return seed if cfg.base_seed is None else cfg.base_seed
+
+
 class HWRNet(nn.Module):
     """Normalization + VGG16 conv base + head, with `frozen()` and `trainable()` halves."""
 
-    def __init__(self, cfg: ModelConfig, image_size: int, seed: int = 0):
+    def __init__(self, cfg: ModelConfig, image_size: int, seed: int = 0, conv_base: bool = True):
         super().__init__()
         self.cfg = cfg
         self.normalize = InputNorm(cfg.normalization)
-        self.features = load_conv_base(cfg.weights, seed)
         self.split = BLOCK_START[cfg.trainable_from]
+        if not conv_base and cfg.trainable_from != "none":
+            raise RuntimeError(f"the conv base can only be left out when none of it trains, not from {cfg.trainable_from}")
+        self.has_conv_base = conv_base
+        self.features = load_conv_base(cfg.weights, base_seed(cfg, seed)) if conv_base else nn.Sequential()
         side = image_size // 32
         generator = torch.Generator().manual_seed(seed)
         self.head = make_head(512 * side * side, cfg.activation, cfg.dropout, generator)
@@ -158,6 +180,8 @@ class HWRNet(nn.Module):
     @torch.no_grad()
     def frozen(self, images: torch.Tensor) -> torch.Tensor:
         """The frozen part: normalization and the conv layers before `trainable_from`."""
+        if not self.has_conv_base:
+            raise RuntimeError("this model was built without its conv base (conv_base=False); it cannot run the frozen part.")
         return self.frozen_modules(self.normalize(images))
 
     def trainable(self, z: torch.Tensor) -> torch.Tensor:
@@ -180,6 +204,12 @@ class HWRNet(nn.Module):
         self.load_state_dict(state, strict=False)
 
 
-def build_model(cfg: ModelConfig, image_size: int, seed: int = 0) -> HWRNet:
-    """The model for one run; `seed` fixes the random parts (head init, and the conv base when weights=none)."""
-    return HWRNet(cfg, image_size, seed)
+def build_model(cfg: ModelConfig, image_size: int, seed: int = 0, conv_base: bool = True) -> HWRNet:
+    """The model for one run; `seed` fixes the random parts (head init, and the conv base when weights=none
+    and model.base_seed is null).
+
+    `conv_base=False` (only with trainable_from none) leaves the conv base out, for a caller that already
+    holds its output: the head is all that trains, and building the base would only load weights (528 MB
+    for ImageNet's) and import torchvision for nothing. The head is the same as with the base.
+    """
+    return HWRNet(cfg, image_size, seed, conv_base)

@@ -219,7 +219,9 @@ def fit(
     """
     device = device or pick_device()
     data = data or load_data(cfg.data, progress=progress)
-    model = build_model(cfg.model, cfg.data.image_size, seed=cfg.train.seed).to(device)
+    # Given the frozen base's output, a head-only run needs no conv base at all.
+    conv_base = features is None or cfg.model.trainable_from != "none"
+    model = build_model(cfg.model, cfg.data.image_size, seed=cfg.train.seed, conv_base=conv_base).to(device)
     if features is None and (key := frozen_key(cfg, data.key)) is not None:
         features = frozen_features(model, data.images, key, device)
     inputs = _Inputs(model, data, device, features)

@@ -150,6 +150,9 @@ def _frozen_task(config: dict[str, Any], data: TrainingData, key: str) -> np.nda
     """One frozen part's activations for all images, on this task's GPU if it has one (disk-cached there)."""
     cfg = config_from_dict(config, where="trial config")
     device = pick_device()
+    path = cache_path(key, device.type)
+    if path.exists():  # this node computed the set before: no model to build
+        return np.load(path)
     model = build_model(cfg.model, cfg.data.image_size, seed=cfg.train.seed).to(device)
     z = frozen_features(model, data.images, key, device)
     return None if z is None else np.ascontiguousarray(z.numpy())
@@ -166,7 +169,7 @@ def shared_features(study: StudyConfig, data: TrainingData) -> dict[str, ray.Obj
     if not seen:
         return {}
     first = next(iter(seen.values()))
-    per_key = frozen_nbytes(build_model(first.model, first.data.image_size), len(data.images), data.images.shape[-1])
+    per_key = frozen_nbytes(first.model.trainable_from, len(data.images), data.images.shape[-1])
     capacity = ray.available_resources().get("object_store_memory", 0)
     if per_key * len(seen) > OBJECT_STORE_SHARE * capacity:
         log.warning("frozen activations (%d x %.1f GB) exceed the object store's share; trials compute their own",

@@ -32,6 +32,8 @@ def test_yaml_then_overrides(tmp_path):
         (["modle.activation=relu"], "modle"),
         (["data.image_size=100"], "data.image_size"),
         (["model.weights=imagnet"], "imagnet"),
+        (["model.base_seed=0"], "model.base_seed"),  # the default weights are imagenet: nothing to seed
+        (["model.weights=none", "model.base_seed=1.5"], "model.base_seed"),
     ],
 )
 def test_bad_values_name_the_culprit(overrides, named):

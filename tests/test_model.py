@@ -7,7 +7,7 @@ from torch import nn
 from torchvision.models import VGG16_Weights
 
 from hwr.config import load_config
-from hwr.model import BLOCK_START, ModelError, build_model, vgg16_conv_base
+from hwr.model import BLOCK_START, ModelError, build_model, frozen_shape, vgg16_conv_base
 
 
 def model_cfg(**kw):
@@ -54,6 +54,35 @@ def test_same_seed_same_weights_other_seed_other_weights():
     # pairing across arms: the conv base does not depend on the head's activation
     selu = build_model(model_cfg(activation="selu"), 32, seed=0)
     assert torch.equal(a.features[28].weight, selu.features[28].weight)
+
+
+@pytest.mark.parametrize("trainable_from", ["none", "block5", "block4", "block3", "block2", "block1", "all"])
+def test_frozen_shape_is_what_the_frozen_part_outputs(trainable_from):
+    model = build_model(model_cfg(trainable_from=trainable_from), 64)
+    z = model.frozen(torch.zeros(2, 64, 64, dtype=torch.uint8))
+    expected = tuple(z.shape[1:]) if model.split > 0 else None
+    assert frozen_shape(trainable_from, 64) == expected
+
+
+def test_a_head_only_model_can_leave_the_conv_base_out():
+    full = build_model(model_cfg(trainable_from="none"), 64, seed=3)
+    head_only = build_model(model_cfg(trainable_from="none"), 64, seed=3, conv_base=False)
+    assert len(head_only.features) == 0
+    assert head_only.trainable_state().keys() == full.trainable_state().keys()
+    assert all(torch.equal(a, b) for a, b in zip(head_only.trainable_state().values(), full.trainable_state().values()))
+    z = full.frozen(torch.randint(0, 256, (2, 64, 64), dtype=torch.uint8))
+    assert torch.equal(head_only.trainable(z), full.trainable(z))
+    with pytest.raises(RuntimeError, match="without its conv base"):
+        head_only.frozen(torch.zeros(1, 64, 64, dtype=torch.uint8))
+    with pytest.raises(RuntimeError, match="none of it trains"):
+        build_model(model_cfg(trainable_from="block5"), 64, conv_base=False)
+
+
+def test_base_seed_fixes_the_conv_base_across_seeds_but_not_the_head():
+    a, b = (build_model(model_cfg(base_seed=7), 32, seed=s) for s in (0, 1))
+    assert all(torch.equal(x, y) for x, y in zip(a.features.state_dict().values(), b.features.state_dict().values()))
+    assert not torch.equal(a.head[1].weight, b.head[1].weight)  # head[0] is Flatten
+    assert torch.equal(a.features[0].weight, build_model(model_cfg(), 32, seed=7).features[0].weight)
 
 
 @pytest.mark.parametrize("kind", ["none", "per_image", "imagenet"])

@@ -102,3 +102,13 @@ def test_lr_search_per_arm_then_grid_at_each_arms_lr(local_ray, tmp_path):
     trials = pd.read_csv(analyze(path, str(tmp_path / "rep")) / "trials.csv")
     for row in trials.itertuples():
         assert row.lr == pytest.approx(arms[(row.activation, row.normalization)])
+
+
+def test_the_driver_does_not_import_torchvision():
+    """torchvision's import costs over a second (it loads torch._dynamo); a study's driver never builds a model."""
+    import subprocess
+    import sys
+
+    code = "import sys, study.run; print('torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

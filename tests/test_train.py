@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 
 import hwr.features
+import hwr.model
+import torch
 from hwr.config import load_config
+from hwr.model import build_model
 from hwr.train import TrainError, fit, load_checkpoint, load_data
 
 from conftest import TINY
@@ -98,6 +101,18 @@ def test_cached_frozen_features_give_the_same_history(data, monkeypatch):
     assert cached.test_acc == pytest.approx(uncached.test_acc, abs=1e-6)
 
 
+def test_given_frozen_features_give_the_same_history_without_a_conv_base(data, monkeypatch):
+    """The Ray trial's path: the frozen output comes from the object store and no conv base is built."""
+    config = cfg("train.epochs=2")  # trainable_from none
+    reference = fit(config, data)
+    model = build_model(config.model, config.data.image_size, seed=config.train.seed)
+    given = hwr.features.compute_frozen(model, data.images, torch.device("cpu"))
+    monkeypatch.setattr(hwr.model, "load_conv_base", lambda *a: pytest.fail("conv base built"))
+    result = fit(config, data, features=given)
+    assert without_times(result.history) == without_times(reference.history)
+    assert result.test_acc == reference.test_acc
+
+
 def test_frozen_features_are_computed_once(data, cache_dir, monkeypatch):
     config = cfg("model.normalization=imagenet")
     fit(config, data)
@@ -122,6 +137,11 @@ def test_frozen_key_separates_what_changes_the_activations(data):
         assert frozen_key(cfg("model.trainable_from=block5", change), data.key) != base, change
     assert frozen_key(cfg("model.trainable_from=all"), data.key) is None
     assert frozen_key(cfg("model.trainable_from=block5"), "other-data") != base
+    # a fixed random base (model.base_seed) is one frozen set for every seed, like pretrained weights
+    fixed = [frozen_key(cfg("model.trainable_from=block5", "model.base_seed=0", f"train.seed={s}"), data.key)
+             for s in (0, 1, 2)]
+    assert len(set(fixed)) == 1 and fixed[0] == base  # train.seed 0 draws the same base as base_seed 0
+    assert frozen_key(cfg("model.trainable_from=block5", "model.base_seed=1"), data.key) != base
 
 
 def test_split_is_independent_of_the_training_seed(data):
