@@ -1,6 +1,6 @@
 """Naive pipeline vs ours on the same data and config, in one invocation: a benchmark, not a test.
 
-    python -m benchmarks.bench --data-dir /work/shared/data/chars74k      # the default study, ~15 min on 2 cores
+    python -m benchmarks.bench --data-dir /work/shared/data/chars74k      # the default study, ~7 min on 2 cores
     python -m benchmarks.bench --quick                                     # tiny synthetic version (the test runs it)
     hwr-study bench [same flags]
 
