@@ -73,15 +73,22 @@ def cache_path(key: str, device_type: str, cache_dir: Path | None = None) -> Pat
     return Path(cache_dir or default_cache_dir() / "features") / f"{key}-{device_type}.npy"
 
 
+def load_cached(key: str, device_type: str, cache_dir: Path | None = None) -> np.ndarray | None:
+    """The stored activations of `key`, or None when this machine has not computed them yet."""
+    path = cache_path(key, device_type, cache_dir)
+    return np.load(path) if path.exists() else None
+
+
 def frozen_features(model: HWRNet, images: np.ndarray, key: str, device: torch.device,
                     cache_dir: Path | None = None) -> torch.Tensor | None:
     """The frozen activations for `images`, from the disk cache when present; None when too large to keep."""
     if frozen_nbytes(model.cfg.trainable_from, len(images), images.shape[-1]) > MAX_BYTES:
         return None
+    cached = load_cached(key, device.type, cache_dir)
+    if cached is not None:
+        return torch.from_numpy(cached)
     path = cache_path(key, device.type, cache_dir)
     cache_dir = path.parent
-    if path.exists():
-        return torch.from_numpy(np.load(path))
     z = compute_frozen(model, images, device)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".tmp", delete=False) as f:

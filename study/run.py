@@ -26,7 +26,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCall
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hwr.config import ConfigError, config_from_dict
-from hwr.features import cache_path, frozen_features, frozen_key, frozen_nbytes
+from hwr.features import frozen_features, frozen_key, frozen_nbytes, load_cached
 from hwr.model import build_model
 from hwr.train import TrainingData, load_data, pick_device
 from study.config import StudyConfig
@@ -150,9 +150,9 @@ def _frozen_task(config: dict[str, Any], data: TrainingData, key: str) -> np.nda
     """One frozen part's activations for all images, on this task's GPU if it has one (disk-cached there)."""
     cfg = config_from_dict(config, where="trial config")
     device = pick_device()
-    path = cache_path(key, device.type)
-    if path.exists():  # this node computed the set before: no model to build
-        return np.load(path)
+    cached = load_cached(key, device.type)
+    if cached is not None:  # this node computed the set before: no model to build
+        return cached
     model = build_model(cfg.model, cfg.data.image_size, seed=cfg.train.seed).to(device)
     z = frozen_features(model, data.images, key, device)
     return None if z is None else np.ascontiguousarray(z.numpy())
@@ -178,9 +178,9 @@ def shared_features(study: StudyConfig, data: TrainingData) -> dict[str, ray.Obj
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     refs = {}
     for key in seen:  # sets this machine already holds go straight from its disk cache
-        path = cache_path(key, "cuda" if gpus else "cpu")
-        if path.exists():
-            refs[key] = ray.put(np.load(path))
+        cached = load_cached(key, "cuda" if gpus else "cpu")
+        if cached is not None:
+            refs[key] = ray.put(cached)
     missing = {k: c for k, c in seen.items() if k not in refs}
     if missing:
         print(f"Computing {len(missing)} frozen feature set(s) of {per_key / 1e6:.0f} MB each on "
