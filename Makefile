@@ -24,4 +24,4 @@ tensorboard: $(STAMP)  ## Tune's TensorBoard logs of every experiment, on 127.0.
 	$(VENV)/bin/tensorboard --logdir results/ray --host 127.0.0.1 --port 6006
 
 bench: $(STAMP)  ## naive vs our pipeline on the real set (see docs/performance.md)
-	$(VENV)/bin/hwr-study bench
+	$(VENV)/bin/hwr-bench pipeline

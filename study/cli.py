@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -36,9 +37,9 @@ def _lr_search(args: argparse.Namespace) -> None:
 
 def analyze(path: str, out: str | None) -> Path:
     """Tables, statistics, figures and report of the experiment at `path` (from its storage alone)."""
-    from study.analysis import AnalysisParams
+    from study.analysis.params import AnalysisParams
+    from study.analysis.report import write_report
     from study.experiment import load_tables, read_study_doc
-    from study.report import write_report
 
     if "://" not in path:
         path = str(Path(path).resolve())
@@ -47,9 +48,15 @@ def analyze(path: str, out: str | None) -> Path:
     trials, epochs = load_tables(path)
     name = doc.get("name") or Path(path).name
     target = Path(out) if out else Path((doc.get("run") or {}).get("results_dir", "results")) / name
-    write_report(target, epochs, trials, params, name=name, source=path)
+    write_report(target, epochs, trials, params, name=name, source=shown_path(path))
     print(f"Report: {target / 'report.html'} ({len(trials)} trials)")
     return target
+
+
+def shown_path(path: str) -> str:
+    """How a report names its experiment: a URI as it is, a local path relative to the working directory
+    (the project), so that no report carries a machine's absolute path."""
+    return path if "://" in path else os.path.relpath(Path(path).resolve(), Path.cwd())
 
 
 def _analyze(args: argparse.Namespace) -> None:
@@ -79,19 +86,12 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("experiment", help="experiment folder (storage_path/name) or URI")
     a.add_argument("--out", help="output folder (default results/<name>)")
     a.set_defaults(func=_analyze)
-    sub.add_parser("bench", help="naive vs our pipeline, per stage (docs/performance.md); "
-                                 "`hwr-study bench --help` lists its options")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     from study.run import StudyError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # the benchmark has its own options
-        from benchmarks.bench import main as bench_main
-
-        return bench_main(argv[1:])
     args = parser().parse_args(argv)
     try:
         args.func(args)

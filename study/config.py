@@ -11,7 +11,7 @@
       # model.activation,model.normalization: [[relu, per_image], [selu, none]]
     resources: {cpu: 1, gpu: 0.25}  # per trial; fractional GPUs pack trials on one GPU
     run: {storage_path: results/ray, max_failures: 2}
-    analysis: {target_acc: 0.7}     # see study.analysis.AnalysisParams
+    analysis: {target_acc: 0.7}     # see study.analysis.params.AnalysisParams
     optuna: {...}                   # lr-search only, see OptunaConfig
 
 Every key is checked: an unknown or misspelt one is a ConfigError naming it, and each grid point is
@@ -181,7 +181,7 @@ def study_from_dict(raw: dict[str, Any], where: str = "config") -> StudyConfig:
     analysis = raw.get("analysis") or {}
     if not isinstance(analysis, dict):
         raise ConfigError(f"analysis in {where} must be a mapping.")
-    from study.analysis import AnalysisParams
+    from study.analysis.params import AnalysisParams
 
     try:
         AnalysisParams.from_dict(analysis)

@@ -1,24 +1,24 @@
-"""Hand-made tables with known answers for study.analysis."""
+"""Hand-made tables with known answers for the study.analysis package."""
 from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from study.analysis import (
-    AnalysisParams,
-    analysis_values,
-    compare_arms,
-    convergence_metrics,
-    factorial_effects,
-    paired_differences,
-    summarize,
-    test_accuracy_by_arm,
-    verdict,
-)
+from study.analysis.comparison import compare_arms, paired_differences
+from study.analysis.convergence import analysis_values, convergence_metrics
+from study.analysis.describe import test_accuracy_by_arm
+from study.analysis.factorial import factorial_effects
+from study.analysis.intervals import kaplan_meier, min_wilcoxon_p, prob_better, t_interval, wilcoxon_test
+from study.analysis.params import AnalysisParams
+from study.analysis.summary import summarize
+from study.analysis.verdict import verdict
 
 FAST = ("selu", "none")
 SLOW = ("relu", "per_image")
@@ -333,3 +333,40 @@ def test_metrics_table_columns_exact():
         "epochs_to_rel_target", "reached_rel_target", "time_to_target_s", "val_loss_auc", "auc_epochs",
         "auc_partial", "val_loss_at_1", "val_loss_at_5", "val_loss_at_10", "best_val_acc", "best_epoch",
         "test_acc", "test_loss"]
+
+
+# --------------------------------------------------------------------------- intervals, by hand
+
+def test_t_interval_by_hand():
+    # mean 2, sd 1, n 3: 2 +- t(0.975, 2) / sqrt(3), with t(0.975, 2) = 4.302652729911275
+    lo, hi = t_interval([1.0, 2.0, 3.0], 0.95)
+    assert lo == pytest.approx(2 - 4.302652729911275 / math.sqrt(3)) and hi == pytest.approx(4 - lo)
+    assert t_interval([5.0, 5.0], 0.95) == (5.0, 5.0)
+    assert all(math.isnan(x) for x in t_interval([1.0, float("nan")], 0.95))
+
+
+def test_kaplan_meier_by_hand():
+    # times 2, 3, 3+, 5: at 2, 1 of 4 at risk reaches (S = 3/4); at 3, 1 of 3 (S = 1/2; the trial censored
+    # at 3 is still at risk there); at 5, 1 of 1 (S = 0). Median: the first epoch with S <= 1/2, i.e. 3.
+    km = kaplan_meier([2, 3, 3, 5], [True, True, False, True])
+    assert km["epochs"] == [2.0, 3.0, 5.0]
+    assert km["fraction_reached"] == pytest.approx([0.25, 0.5, 1.0])
+    assert km["median_epochs"] == 3.0 and (km["n_reached"], km["n_censored"]) == (3, 1)
+
+
+def test_wilcoxon_and_prob_better_by_hand():
+    # 5 positive differences: the exact two-sided p is 2 / 2^5, the smallest possible with n = 5
+    assert wilcoxon_test([1, 2, 3, 4, 5])["p_value"] == pytest.approx(min_wilcoxon_p(5)) == pytest.approx(0.0625)
+    assert "cannot go below 0.0625" in wilcoxon_test([1, 2, 3, 4, 5])["note"]
+    # lower is better: 2 better, 1 tie, 1 worse -> (2 + 0.5) / 4
+    assert prob_better([-1, -2, 0, 3], "lower") == {"prob": 0.625, "n_better": 2, "n_ties": 1, "n": 4}
+
+
+def test_analysis_package_imports_neither_ray_nor_torch():
+    code = ("import importlib, pkgutil, sys, study.analysis as a\n"
+            "for m in pkgutil.iter_modules(a.__path__):\n"
+            "    importlib.import_module('study.analysis.' + m.name)\n"
+            "print(sorted(k for k in ('ray', 'torch', 'torchvision', 'hwr') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.strip() == "[]"

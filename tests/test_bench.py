@@ -1,28 +1,34 @@
-"""benchmarks.bench runs end to end on a tiny synthetic set: structure and consistency only, never timings."""
+"""`hwr-bench pipeline` runs end to end on a tiny synthetic set: structure and consistency only, never timings."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from benchmarks import bench
+from benchmarks import cli, naive, pipeline
+from benchmarks.flops import conv_macs, head_macs
 from hwr.data import make_splits, preprocess, scan, write_synthetic
 from hwr.model import InputNorm
 
 
 def test_flop_counts():
     # VGG16's conv base: ~15.35 G multiply-adds per 224 px image (the "15.5 GFLOPs" usually quoted, with the FCs)
-    assert 15.3e9 < bench.conv_macs(224) < 15.4e9
+    assert 15.3e9 < conv_macs(224) < 15.4e9
     # every side scales by 224/64 = 3.5 exactly, so the count scales by 3.5**2
-    assert bench.conv_macs(64) * 49 == bench.conv_macs(224) * 4
-    assert bench.conv_macs(224, depth=0) == 0
-    assert bench.conv_macs(224, depth=5) == 224 * 224 * 9 * (3 * 64 + 64 * 64)  # block1 only
-    head = bench.head_macs(224)
+    assert conv_macs(64) * 49 == conv_macs(224) * 4
+    assert conv_macs(224, depth=0) == 0
+    assert conv_macs(224, depth=5) == 224 * 224 * 9 * (3 * 64 + 64 * 64)  # block1 only
+    head = head_macs(224)
     assert head["forward"] == 25088 * 1024 + 1024 * 1024 + 1024 * 62
     assert head["forward"] < head["train_step"] < 3 * head["forward"]
 
@@ -31,7 +37,7 @@ def test_flop_counts():
 def test_naive_input_is_hwr_input(tmp_path, normalization):
     """The naive Dataset's tensors equal what HWRNet.normalize makes of hwr's cached uint8 arrays."""
     samples = scan(write_synthetic(tmp_path / "set", per_class=1, seed=0))[:5]
-    dataset = bench.NaiveImages(samples, bench.naive_transform(32, normalization))
+    dataset = naive.NaiveImages(samples, naive.naive_transform(32, normalization))
     norm = InputNorm(normalization)
     for i, s in enumerate(samples):
         x, label = dataset[i]
@@ -43,7 +49,7 @@ def test_naive_input_is_hwr_input(tmp_path, normalization):
 
 def _run(tmp_path, sections: str, capsys) -> dict:
     out = tmp_path / "bench.json"
-    rc = bench.main(["--quick", "--sections", sections, "--work-dir", str(tmp_path / "work"),
+    rc = cli.main(["pipeline", "--quick", "--sections", sections, "--work-dir", str(tmp_path / "work"),
                      "--json", str(out), "--quiet"])
     printed = capsys.readouterr().out
     assert rc == 0
@@ -115,3 +121,31 @@ def test_quick_study_cold_then_warm(tmp_path, capsys):
     assert stages["decode_cache_hit"] is True and stages["features_cache_hit"] is True
     assert set(res["derived"]["targets"]) == {"warm first step < 5 s (from process start)",
                                               "warm first step < 5 s (from run_study call)"}
+
+
+def test_entry_point_lists_benchmarks_and_refuses_unknown_ones():
+    run = [sys.executable, "-m", "benchmarks"]
+    listing = subprocess.run([*run, "--help"], capture_output=True, text=True, check=True).stdout
+    assert all(name in listing for name in cli.BENCHMARKS)
+    bad = subprocess.run([*run, "no-such-benchmark"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid choice: 'no-such-benchmark'" in bad.stderr
+    for module, _ in cli.BENCHMARKS.values():
+        assert callable(importlib.import_module(module).main), module
+    assert all(callable(section.measure) for section in pipeline.SECTIONS.values())
+
+
+def test_bad_section_is_one_sentence_and_exit_2(tmp_path, capsys):
+    rc = cli.main(["pipeline", "--quick", "--sections", "naive,warp", "--work-dir", str(tmp_path), "--quiet"])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == ("hwr-bench pipeline: error: unknown section(s) warp; choose from "
+                                               "floor,naive,study,stages,head.")
+
+
+def test_the_product_never_imports_benchmarks():
+    """hwr/ and study/ are the product; benchmarks/ measures them, never the other way round."""
+    root = Path(__file__).resolve().parents[1]
+    for path in [*root.glob("hwr/**/*.py"), *root.glob("study/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "benchmarks" or n.startswith("benchmarks.") for n in names), path

@@ -1,15 +1,18 @@
 """write_report on a hand-made 2x2 table."""
 from __future__ import annotations
 
+import html
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from study.analysis import AnalysisParams
-from study.report import write_report
+from study.analysis.params import AnalysisParams
+from study.analysis.report import rewrite_report, write_report
+from study.cli import shown_path
 
 ARMS = {("selu", "none"): 3, ("relu", "per_image"): 5, ("selu", "per_image"): 5, ("relu", "none"): 3}
 
@@ -94,7 +97,7 @@ def test_failed_render_leaves_previous_report(tmp_path, tables, monkeypatch):
     epochs, trials = tables
     write_report(tmp_path, epochs, trials, PARAMS, name="demo", source="unit test")
     before = (tmp_path / "summary.json").read_bytes()
-    import study.report as report
+    import study.analysis.report as report
 
     def boom(*args, **kwargs):
         raise RuntimeError("render failed")
@@ -124,3 +127,37 @@ def test_one_arm_or_no_trials_still_writes_a_report(tmp_path, tables):
     assert "Verdict: no verdict" in md and "relu+per_image (the claimed-slower arm)" in md
     files = write_report(tmp_path / "none", pd.DataFrame(), trials.iloc[0:0], PARAMS, name="empty", source="x")
     assert json.loads(files["summary.json"].read_text())["verdict"]["label"] == "no verdict"
+
+
+def test_markdown_and_html_say_the_same(tmp_path, tables):
+    epochs, trials = tables
+    files = write_report(tmp_path, epochs, trials, PARAMS, name="demo", source="unit test")
+    md_lines = set(files["report.md"].read_text().splitlines())
+    page = files["report.html"].read_text()
+    texts = [html.unescape(t) for t in re.findall(r"<(?:p|li)>(.*?)</(?:p|li)>", page)]
+    assert len(texts) > 20
+    for text in texts:      # every paragraph and list item of the page is a line of the markdown
+        assert text in md_lines or f"- {text}" in md_lines or f"**Verdict: {text}" in md_lines \
+            or any(line.endswith(text) for line in md_lines if line.startswith("**Verdict")), text
+    assert len(re.findall(r"<table>", page)) == sum(1 for line in md_lines if line.startswith("|---"))
+
+
+def test_rewrite_from_its_own_tables_is_byte_identical(tmp_path, tables):
+    epochs, trials = tables
+    first = write_report(tmp_path / "a", epochs, trials, PARAMS, name="demo", source="results/ray/demo")
+    again = rewrite_report(tmp_path / "a", tmp_path / "b")
+    assert sorted(first) == sorted(again)
+    for rel in first:
+        assert again[rel].read_bytes() == first[rel].read_bytes(), rel
+    with pytest.raises(FileNotFoundError, match="is not a report folder"):
+        rewrite_report(tmp_path / "b" / "figures")
+
+
+def test_reports_name_no_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert shown_path(str(tmp_path / "results" / "ray" / "x")) == "results/ray/x"
+    assert shown_path("s3://bucket/ray/x") == "s3://bucket/ray/x"
+    root = Path(__file__).resolve().parents[1]
+    for path in [*root.glob("results/*/report.md"), *root.glob("results/*/summary.json")]:
+        text = path.read_text()
+        assert not re.search(r"(?<![\w.~])/(?:work|home|root|tmp|Users|mnt|private)/", text), path

@@ -1,0 +1,42 @@
+"""`hwr-bench` (also `python -m benchmarks`): the project's benchmarks, one command each.
+
+    hwr-bench pipeline --data-dir ../shared/data/chars74k     # naive pipeline vs ours (docs/performance.md)
+    hwr-bench NAME --help                                      # a benchmark's own options
+
+A benchmark is a module with `main(argv) -> exit code`; it plugs in with one line in BENCHMARKS
+(name -> module, imported only when run). Benchmarks measure and print; they do not assert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+BENCHMARKS = {  # name -> (module, what it measures)
+    "pipeline": ("benchmarks.pipeline", "naive pipeline vs ours, per stage and for a whole study"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="hwr-bench", description="Benchmarks of the hwr pipeline and the study (docs/performance.md).",
+        epilog="`hwr-bench NAME --help` lists a benchmark's options.")
+    ap.add_argument("benchmark", choices=sorted(BENCHMARKS), metavar="NAME",
+                    help="; ".join(f"{k}: {v[1]}" for k, v in sorted(BENCHMARKS.items())))
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["_worker"]:  # a measured part, in its own process (benchmarks.runner)
+        from benchmarks.runner import run_worker
+
+        return run_worker(*argv[1:4])
+    args = parser().parse_args(argv[:1])
+    module = importlib.import_module(BENCHMARKS[args.benchmark][0])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

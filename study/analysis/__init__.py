@@ -1,0 +1,23 @@
+"""Statistics and report of the SELU-vs-ReLU convergence study: pandas tables in, numbers and pages out.
+
+No Ray and no torch here (a test checks it): the package reads two tidy tables (see
+``study.analysis.tables``) and needs only numpy, pandas, scipy, matplotlib and Jinja2, so a statistic can
+be changed, tested and re-run on a saved ``trials.csv``/``epochs.csv`` without the Tune layer.
+This file imports nothing: import what you need from the modules, e.g.
+``from study.analysis.params import AnalysisParams`` (which costs no scipy import).
+
+The paper's claim is that ``params.faster_arm`` (SELU, no input normalization) converges faster than
+``params.slower_arm`` (ReLU, per-image normalization).  Modules, in the order the data flows:
+
+    params       AnalysisParams (the `analysis:` config section) and the measures' names
+    tables       the input tables, config columns, arms
+    convergence  per-trial measures: epochs to target (censored), loss-curve area, losses at fixed epochs
+    intervals    bootstrap / t intervals, Wilcoxon, Kaplan-Meier, log-rank (scipy.stats)
+    comparison   pairing the two arms by seed, paired differences per measure
+    factorial    the 2x2 split into activation, normalization and interaction
+    describe     design, test accuracy per arm, mean curves per epoch
+    verdict      the verdict rule and its paragraph
+    summary      all of it as one JSON-ready dict (summary.json)
+    figures      matplotlib figures
+    report       trials.csv, epochs.csv, summary.json, figures and the Jinja2-rendered report.md/html
+"""

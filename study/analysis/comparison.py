@@ -1,0 +1,225 @@
+"""The paired comparison of the claimed-faster arm with the claimed-slower arm.
+
+Trials pair across the two arms on their seed (and on extra grid axes such as ``lr`` when those are
+shared between the arms); every difference is *faster arm minus slower arm*.  Statistics are computed
+per seed: when several pairs share a seed (an ``lr`` grid) their differences are averaged first, so
+seeds are the independent units for the bootstrap and the Wilcoxon test.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from study.analysis.convergence import CENSORED_METRICS, analysis_values
+from study.analysis.factorial import factorial_effects
+from study.analysis.intervals import bootstrap_mean_ci, kaplan_meier, logrank_test, prob_better, wilcoxon_test
+from study.analysis.params import AnalysisParams, compared_metrics, metric_direction, metric_label
+from study.analysis.tables import analysed, arm_label, arm_mask, config_columns
+
+
+@dataclass
+class Pairing:
+    """How the two arms' trials were paired (shared by every metric)."""
+
+    faster: pd.DataFrame          # analysed trials of the claimed-faster arm
+    slower: pd.DataFrame
+    pair_on: list[str]
+    note: str
+    keys: pd.DataFrame            # pair keys present in both arms
+    unpaired: list[dict]
+    missing_arms: list[str]
+
+
+def _auto_pair_on(fast: pd.DataFrame, slow: pd.DataFrame, arm_keys: set[str]) -> tuple[list[str], str]:
+    both = pd.concat([fast, slow])
+    extra = [c for c in config_columns(both)
+             if c not in arm_keys and c != "seed" and both[c].astype(str).nunique() > 1]
+    keys, notes = ["seed"], []
+    seeds = sorted(set(fast["seed"].astype(str)) & set(slow["seed"].astype(str)))
+    for col in extra:
+        shared = any(set(fast.loc[fast["seed"].astype(str) == s, col].astype(str))
+                     & set(slow.loc[slow["seed"].astype(str) == s, col].astype(str)) for s in seeds)
+        if seeds and not shared:
+            notes.append(f"{col} differs between the two arms for every seed (each arm has its own {col}), "
+                         f"so pairs are formed without it")
+        else:
+            keys.append(col)
+    return keys, "; ".join(notes)
+
+
+def pair_arms(metrics: pd.DataFrame, params: AnalysisParams,
+              pair_on: Sequence[str] | None = None) -> Pairing:
+    """Match analysed trials of the two arms on ``pair_on`` (auto: seed + shared extra axes)."""
+    used = analysed(metrics)
+    fast = used.loc[arm_mask(used, params.faster_arm)]
+    slow = used.loc[arm_mask(used, params.slower_arm)]
+    missing = [f"{arm_label(arm)} (the {role} arm)" for arm, df, role in
+               ((params.faster_arm, fast, "claimed-faster"), (params.slower_arm, slow, "claimed-slower"))
+               if df.empty]
+    if pair_on is None:
+        arm_keys = set(params.faster_arm) | set(params.slower_arm)
+        keys, note = _auto_pair_on(fast, slow, arm_keys) if not missing else (["seed"], "")
+    else:
+        keys, note = list(pair_on), "pair keys given explicitly"
+    absent = [k for k in keys if k not in used.columns]
+    if absent:
+        raise ValueError(f"cannot pair on missing column(s): {', '.join(absent)}")
+    note = f"pairs formed on {', '.join(keys)}" + (f"; {note}" if note else "")
+    kf = fast[keys].drop_duplicates()
+    ks = slow[keys].drop_duplicates()
+    shared = kf.merge(ks, on=keys, how="inner")
+    unpaired = []
+    for role, arm, df, other in (("faster", params.faster_arm, fast, ks), ("slower", params.slower_arm, slow, kf)):
+        marked = df.merge(other.assign(_paired=True), on=keys, how="left")
+        for rec in marked.loc[marked["_paired"].isna()].to_dict("records"):
+            unpaired.append({"arm": arm_label(arm), "role": role, "trial_id": rec["trial_id"],
+                             **{k: rec[k] for k in keys}})
+    unpaired.sort(key=lambda r: (r["role"], str(r["trial_id"])))
+    return Pairing(fast, slow, keys, note, shared, unpaired, missing)
+
+
+def _arm_means(df: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
+    g = df.assign(_v=analysis_values(df, metric)).groupby(keys, dropna=False, sort=True)
+    return g.agg(value=("_v", "mean"), trial_ids=("trial_id", lambda s: ";".join(sorted(map(str, s))))).reset_index()
+
+
+def _paired_table(pairing: Pairing, metric: str) -> pd.DataFrame:
+    keys = pairing.pair_on
+    f = _arm_means(pairing.faster, keys, metric).rename(
+        columns={"value": "faster", "trial_ids": "faster_trial_ids"})
+    s = _arm_means(pairing.slower, keys, metric).rename(
+        columns={"value": "slower", "trial_ids": "slower_trial_ids"})
+    t = f.merge(s, on=keys, how="inner")
+    t["diff"] = t["faster"] - t["slower"]
+    cols = [*keys, "faster_trial_ids", "slower_trial_ids", "faster", "slower", "diff"]
+    return t[cols].sort_values(keys, kind="mergesort").reset_index(drop=True)
+
+
+def paired_differences(metrics: pd.DataFrame, params: AnalysisParams, metric: str,
+                       pair_on: Sequence[str] | None = None) -> pd.DataFrame:
+    """Faster-arm minus slower-arm value of ``metric`` per pair.
+
+    Columns: the pair keys, ``faster_trial_ids``, ``slower_trial_ids``
+    (';'-joined when several trials share a key; their values are averaged),
+    ``faster``, ``slower``, ``diff``.  Censored epoch counts use
+    ``analysis_values``.  Rows with a missing value are kept (diff NaN).
+    ``pair_on=None`` pairs on seed plus every extra config axis the arms share;
+    an axis whose values never match between the arms within a seed (e.g. a
+    per-arm tuned lr) is left out.  ``df.attrs`` holds ``pair_on``,
+    ``pairing_note`` and ``unpaired``.
+    """
+    pairing = pair_arms(metrics, params, pair_on)
+    table = _paired_table(pairing, metric)
+    table.attrs.update(pair_on=pairing.pair_on, pairing_note=pairing.note, unpaired=pairing.unpaired,
+                       missing_arms=pairing.missing_arms)
+    return table
+
+
+def _per_unit(table: pd.DataFrame, pair_on: list[str]) -> pd.DataFrame:
+    """Average pair differences within seed (the independent unit)."""
+    t = table.loc[np.isfinite(table["diff"].astype(float))]
+    if "seed" in pair_on and len(pair_on) > 1:
+        return t.groupby("seed", sort=True, dropna=False)[["faster", "slower", "diff"]].mean().reset_index()
+    return t[[*pair_on, "faster", "slower", "diff"]].reset_index(drop=True)
+
+
+def _strata(table: pd.DataFrame, pair_on: list[str], direction: str) -> list[dict]:
+    extra = [k for k in pair_on if k != "seed"]
+    if not extra or "seed" not in pair_on:
+        return []
+    out = []
+    t = table.loc[np.isfinite(table["diff"].astype(float))]
+    for key, g in t.groupby(extra, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        out.append({**dict(zip(extra, key)), "n_pairs": len(g), "mean_diff": float(g["diff"].mean()),
+                    "prob_faster_better": prob_better(g["diff"], direction)["prob"]})
+    return out
+
+
+def _metric_comparison(table: pd.DataFrame, pair_on: list[str], metric: str,
+                       params: AnalysisParams) -> dict:
+    direction = metric_direction(metric)
+    finite = table.loc[np.isfinite(table["diff"].astype(float))]
+    units = _per_unit(table, pair_on)
+    d = units["diff"].to_numpy(dtype=float)
+    ci = bootstrap_mean_ci(d, params)
+    wil = wilcoxon_test(d)
+    pb = prob_better(finite["diff"], direction)
+    unit_cols = ["seed"] if "seed" in units.columns and len(pair_on) > 1 else pair_on
+    return {
+        "metric": metric, "label": metric_label(metric, params), "direction": direction,
+        "censored_as": ("beyond the budget: max(epochs_run, epochs_planned) + 1"
+                        if metric in CENSORED_METRICS else None),
+        "n_pairs": int(len(finite)), "n_pairs_missing_value": int(len(table) - len(finite)),
+        "n_seeds": int(units["seed"].nunique()) if "seed" in units.columns else int(len(units)),
+        "faster_mean": float(units["faster"].mean()) if len(units) else None,
+        "slower_mean": float(units["slower"].mean()) if len(units) else None,
+        "mean_diff": float(d.mean()) if len(d) else None,
+        "median_diff": float(np.median(d)) if len(d) else None,
+        "ci_low": ci["low"], "ci_high": ci["high"], "ci_method": ci["method"],
+        "p_value": wil["p_value"], "p_note": wil["note"],
+        "prob_faster_better": pb["prob"], "n_faster_better": pb["n_better"], "n_ties": pb["n_ties"],
+        "unit_differences": [{**{c: r[c] for c in unit_cols}, "diff": float(r["diff"])}
+                             for r in units.to_dict("records")],
+        "by_stratum": _strata(table, pair_on, direction),
+    }
+
+
+def _survival(pairing: Pairing, metric: str) -> dict:
+    flag = CENSORED_METRICS[metric]
+    arms = {}
+    samples = []
+    for role, df in (("faster", pairing.faster), ("slower", pairing.slower)):
+        t = df[metric].to_numpy(dtype=float)
+        e = df[flag].to_numpy(dtype=bool)
+        samples.append((t, e))
+        arms[role] = kaplan_meier(t, e)
+    return {"metric": metric, "method": "Kaplan-Meier per arm (censored at the last epoch run); "
+                                        "two-sided log-rank test", **arms,
+            "logrank": logrank_test(*samples)}
+
+
+def compare_arms(metrics: pd.DataFrame, params: AnalysisParams | None = None,
+                 pair_on: Sequence[str] | None = None) -> dict:
+    """Paired comparison of the claimed-faster arm against the slower arm.
+
+    Returns a dict with ``status`` ('ok' or 'missing_arm'), ``message``,
+    ``faster_arm``/``slower_arm``, pairing info (``pair_on``,
+    ``pairing_note``, ``unpaired``, ``n_pairs``, ``paired_seeds``),
+    ``metrics`` (one entry per metric: n_pairs, n_seeds, mean/median
+    difference faster-minus-slower, bootstrap CI, Wilcoxon p, probability the
+    faster arm is better), ``survival`` (KM + log-rank for the two
+    epochs-to-target metrics), ``primary_metric`` and ``factorial`` (see
+    ``factorial_effects``; None when the grid is not crossed).
+    """
+    params = params or AnalysisParams()
+    pairing = pair_arms(metrics, params, pair_on)
+    out = {
+        "faster_arm": dict(params.faster_arm), "slower_arm": dict(params.slower_arm),
+        "faster_label": arm_label(params.faster_arm), "slower_label": arm_label(params.slower_arm),
+        "primary_metric": params.primary_metric, "confidence": params.confidence,
+        "pair_on": pairing.pair_on, "pairing_note": pairing.note, "unpaired": pairing.unpaired,
+        "n_faster_trials": int(len(pairing.faster)), "n_slower_trials": int(len(pairing.slower)),
+        "metrics": {}, "survival": {}, "factorial": None,
+    }
+    if pairing.missing_arms:
+        out.update(status="missing_arm", missing_arms=pairing.missing_arms, n_pairs=0, paired_seeds=[],
+                   message="there are no analysed trials for " + " and ".join(pairing.missing_arms)
+                           + ", so the arms cannot be compared.")
+        return out
+    for metric in compared_metrics(params):
+        out["metrics"][metric] = _metric_comparison(_paired_table(pairing, metric), pairing.pair_on,
+                                                    metric, params)
+    primary = _paired_table(pairing, params.primary_metric)
+    primary = primary.loc[np.isfinite(primary["diff"].astype(float))]
+    seeds = sorted(primary["seed"].tolist(), key=str) if "seed" in primary else []
+    out.update(status="ok", missing_arms=[], n_pairs=int(len(primary)),
+               paired_seeds=list(dict.fromkeys(seeds)),
+               message=f"{len(primary)} pair(s) over {len(set(map(str, seeds)))} seed(s); "
+                       f"{len(pairing.unpaired)} unpaired trial(s) left out of the paired statistics.")
+    out["survival"] = {m: _survival(pairing, m) for m in CENSORED_METRICS}
+    out["factorial"] = factorial_effects(metrics, params, params.primary_metric)
+    return out

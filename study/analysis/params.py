@@ -1,0 +1,162 @@
+"""The analysis's parameters (`analysis:` in a study config) and the names of the measures it compares."""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+BASE_METRICS = ("val_loss_auc", "epochs_to_target", "epochs_to_rel_target", "time_to_target_s",
+                "best_val_acc", "test_acc")
+
+
+def _default_faster() -> dict:
+    return {"activation": "selu", "normalization": "none"}
+
+
+def _default_slower() -> dict:
+    return {"activation": "relu", "normalization": "per_image"}
+
+
+def _default_paper() -> dict:
+    return {"relu": 0.8088, "selu": 0.8143}
+
+
+@dataclass(frozen=True)
+class AnalysisParams:
+    """Knobs of the analysis; validated on construction (ValueError, one sentence)."""
+
+    target_acc: float = 0.7                 # absolute validation-accuracy target
+    rel_target: float = 0.95                # fraction of the trial's own best val acc
+    fixed_epochs: tuple[int, ...] = (1, 5, 10)
+    faster_arm: dict = field(default_factory=_default_faster)   # the arm claimed faster
+    slower_arm: dict = field(default_factory=_default_slower)
+    primary_metric: str = "val_loss_auc"
+    confidence: float = 0.95
+    n_resamples: int = 10000
+    min_seeds: int = 3
+    random_state: int = 0
+    paper_test_acc: dict = field(default_factory=_default_paper)  # keyed by activation
+
+    def __post_init__(self) -> None:
+        _check_fraction("target_acc", self.target_acc, closed_high=True)
+        _check_fraction("rel_target", self.rel_target, closed_high=True)
+        _check_fraction("confidence", self.confidence, closed_high=False)
+        object.__setattr__(self, "fixed_epochs", _check_epochs(self.fixed_epochs))
+        object.__setattr__(self, "faster_arm", _check_arm("faster_arm", self.faster_arm))
+        object.__setattr__(self, "slower_arm", _check_arm("slower_arm", self.slower_arm))
+        if self.faster_arm == self.slower_arm:
+            raise ValueError("analysis.faster_arm and analysis.slower_arm must differ, "
+                             f"both are {self.faster_arm}")
+        _check_int("n_resamples", self.n_resamples, minimum=100)
+        _check_int("min_seeds", self.min_seeds, minimum=1)
+        _check_int("random_state", self.random_state, minimum=0)
+        object.__setattr__(self, "paper_test_acc", _check_paper(self.paper_test_acc))
+        allowed = metric_names(self.fixed_epochs)
+        if self.primary_metric not in allowed:
+            raise ValueError(f"analysis.primary_metric must be one of {', '.join(allowed)}, "
+                             f"got {self.primary_metric!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "AnalysisParams":
+        """Build from a config mapping; unknown keys or bad values raise ValueError."""
+        if d is None:
+            return cls()
+        if not isinstance(d, Mapping):
+            raise ValueError(f"analysis parameters must be a mapping, got {type(d).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(str(k) for k in d if k not in known)
+        if unknown:
+            raise ValueError(f"analysis.{unknown[0]} is not a known parameter "
+                             f"(known: {', '.join(known)})")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-friendly dict (tuples become lists)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, dict) else v)
+        return out
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _check_fraction(name: str, x: Any, *, closed_high: bool) -> None:
+    hi = "1]" if closed_high else "1)"
+    ok = _is_real(x) and math.isfinite(x) and 0 < x and (x <= 1 if closed_high else x < 1)
+    if not ok:
+        raise ValueError(f"analysis.{name} must be in (0, {hi}, got {x!r}")
+
+
+def _check_int(name: str, x: Any, *, minimum: int) -> None:
+    if not (isinstance(x, numbers.Integral) and not isinstance(x, bool)) or x < minimum:
+        raise ValueError(f"analysis.{name} must be an integer >= {minimum}, got {x!r}")
+
+
+def _check_epochs(x: Any) -> tuple[int, ...]:
+    if isinstance(x, (str, bytes)) or not isinstance(x, Sequence):
+        raise ValueError(f"analysis.fixed_epochs must be a list of positive integers, got {x!r}")
+    for k in x:
+        if not (isinstance(k, numbers.Integral) and not isinstance(k, bool)) or k < 1:
+            raise ValueError(f"analysis.fixed_epochs must be a list of positive integers, got {list(x)!r}")
+    return tuple(sorted({int(k) for k in x}))
+
+
+def _check_arm(name: str, arm: Any) -> dict:
+    if not isinstance(arm, Mapping) or not arm:
+        raise ValueError(f"analysis.{name} must be a non-empty mapping like "
+                         f"{{'activation': 'selu', 'normalization': 'none'}}, got {arm!r}")
+    for k, v in arm.items():
+        if not isinstance(k, str) or not isinstance(v, (str, numbers.Real)) or isinstance(v, bool):
+            raise ValueError(f"analysis.{name} must map config column names to values, got {dict(arm)!r}")
+    return {k: arm[k] for k in arm}
+
+
+def _check_paper(paper: Any) -> dict:
+    if not isinstance(paper, Mapping):
+        raise ValueError(f"analysis.paper_test_acc must be a mapping activation -> accuracy, got {paper!r}")
+    for k, v in paper.items():
+        if not isinstance(k, str) or not _is_real(v) or not 0 <= v <= 1:
+            raise ValueError(f"analysis.paper_test_acc must map activation names to accuracies in [0, 1], "
+                             f"got {k!r}: {v!r}")
+    return {k: float(v) for k, v in paper.items()}
+
+
+# --------------------------------------------------------------------------- measures
+
+def metric_names(fixed_epochs: Sequence[int] = (1, 5, 10)) -> tuple[str, ...]:
+    """Every per-trial metric that ``compare_arms`` can compare."""
+    at = tuple(f"val_loss_at_{k}" for k in fixed_epochs)
+    return BASE_METRICS[:4] + at + BASE_METRICS[4:]
+
+
+def compared_metrics(params: AnalysisParams) -> list[str]:
+    """Metrics in report order, primary first."""
+    names = list(metric_names(params.fixed_epochs))
+    names.remove(params.primary_metric)
+    return [params.primary_metric] + names
+
+
+def metric_direction(metric: str) -> str:
+    """'higher' for accuracies, 'lower' for losses, epochs, areas and times."""
+    return "higher" if "acc" in metric else "lower"
+
+
+def metric_label(metric: str, params: AnalysisParams) -> str:
+    """Plain-words name of a metric."""
+    if metric.startswith("val_loss_at_"):
+        return f"validation loss after epoch {metric.rsplit('_', 1)[1]}"
+    labels = {
+        "val_loss_auc": "mean validation loss over the epochs run (loss-curve area per epoch)",
+        "epochs_to_target": f"epochs to reach {params.target_acc:.0%} validation accuracy",
+        "epochs_to_rel_target": f"epochs to reach {params.rel_target:.0%} of the trial's own best validation accuracy",
+        "time_to_target_s": f"training seconds to reach {params.target_acc:.0%} validation accuracy",
+        "best_val_acc": "best validation accuracy",
+        "test_acc": "test accuracy",
+    }
+    return labels.get(metric, metric)

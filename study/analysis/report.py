@@ -1,0 +1,289 @@
+"""Write the study report: csv/json tables, figures, and report.md + a self-contained report.html.
+
+The pages come from Jinja2 templates in ``templates/``: ``body.j2`` holds the report's sections and
+prose once, in no particular format; it draws every heading, paragraph, list, table and figure through a
+macro module, ``markdown.j2`` or ``html.j2``, so the two pages say the same things from the same data
+(``report_context``).  ``page.html.j2`` wraps the html body (style sheet ``report.css``, figures embedded
+as base64 PNG).  The Markdown macros escape ``|`` in table cells; the html macros escape every text.
+
+``write_report`` renders everything into a temporary folder inside ``out_dir`` and only then moves the
+files into place (``os.replace``; the ``figures`` folder is swapped as a whole), so a failure while
+rendering leaves the previous report untouched and never a half-written one.  Other files in
+``out_dir`` are left alone.
+
+Determinism: every output depends only on the input tables and parameters (no timestamps, seeded
+bootstrap, sorted rows, PNGs without the "Software" metadata entry).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import jinja2
+import pandas as pd
+
+from study.analysis.convergence import convergence_metrics
+from study.analysis.figures import FigureSpec, make_figures
+from study.analysis.params import AnalysisParams, metric_label
+from study.analysis.summary import summarize
+from study.analysis.tables import ARM_FACTORS, arm_label, arm_words, sorted_epochs, sorted_trials
+from study.analysis.verdict import format_p
+
+FILES = ("trials.csv", "epochs.csv", "summary.json", "report.md", "report.html")
+
+
+# --------------------------------------------------------------------------- entry point
+
+def write_report(out_dir: Path, epochs: pd.DataFrame, trials: pd.DataFrame,
+                 params: AnalysisParams | None = None, *, name: str, source: str) -> dict[str, Path]:
+    """Write the full report for one experiment into ``out_dir``.
+
+    ``source`` is printed as where the data came from; give a path relative to the project (or a URI),
+    never a machine's absolute path.  Returns ``{relative path: absolute Path}`` for every file written:
+    ``trials.csv`` (trials + convergence metrics), ``epochs.csv``, ``summary.json``, ``report.md``,
+    ``report.html`` and ``figures/*.png``.
+    """
+    params = params or AnalysisParams()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = convergence_metrics(epochs, trials, params)
+    summary = summarize(epochs, trials, params)
+    summary["report"] = {"name": name, "source": source}
+    tmp = Path(tempfile.mkdtemp(prefix=".report-tmp-", dir=out_dir))
+    try:
+        _write_csv(tmp / "trials.csv", sorted_trials(metrics))
+        _write_csv(tmp / "epochs.csv", sorted_epochs(epochs))
+        (tmp / "summary.json").write_text(json.dumps(summary, sort_keys=True, indent=2, allow_nan=False) + "\n",
+                                          encoding="utf-8")
+        figures = make_figures(tmp / "figures", epochs, metrics, summary, params)
+        context = report_context(summary, figures, params, tmp / "figures")
+        (tmp / "report.md").write_text(render_markdown(context), encoding="utf-8")
+        (tmp / "report.html").write_text(render_html(context), encoding="utf-8")
+        written = [*FILES[:3], *(f"figures/{f.filename}" for f in figures), *FILES[3:]]
+        _move_into_place(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {rel: out_dir / rel for rel in written}
+
+
+def rewrite_report(folder: Path, out_dir: Path | None = None) -> dict[str, Path]:
+    """Write a report again from the ``trials.csv``, ``epochs.csv`` and ``summary.json`` of an earlier one.
+
+    The parameters, name and source come from that ``summary.json``; the Tune experiment is not needed.
+    ``trials.csv`` holds the trials table plus the measures computed from it, which are computed again.
+    """
+    folder = Path(folder)
+    missing = [f for f in FILES[:3] if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not a report folder (no {', '.join(missing)} in it).")
+    old = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    report = old.get("report") or {}
+    params = AnalysisParams.from_dict(old.get("params") or {})
+    trials = pd.read_csv(folder / "trials.csv", dtype={"trial_id": str})
+    epochs = pd.read_csv(folder / "epochs.csv", dtype={"trial_id": str})
+    return write_report(out_dir or folder, epochs, trials, params, name=report.get("name", folder.name),
+                        source=report.get("source", str(folder)))
+
+
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    """Swap the figures folder, then replace the files; the report pages go last."""
+    target = out_dir / "figures"
+    if target.exists():
+        os.replace(target, tmp / "figures.old")
+    os.replace(tmp / "figures", target)
+    for name in FILES:
+        os.replace(tmp / name, out_dir / name)
+
+
+def _write_csv(path: Path, df: pd.DataFrame) -> None:
+    df.to_csv(path, index=False, lineterminator="\n")
+
+
+# --------------------------------------------------------------------------- rendering
+
+def _one_line(text: str) -> str:
+    """Fold a paragraph written over several template lines into one line."""
+    return " ".join(str(text).split())
+
+
+def _md_cell(x: Any) -> str:
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("study.analysis", "templates"),
+    autoescape=False,        # body.j2 is shared by both formats: the html macros escape every text themselves
+    trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+)
+_ENV.filters.update(one_line=_one_line, md_cell=_md_cell, fmt=format, format_p=format_p)
+
+
+def render_markdown(context: dict) -> str:
+    """report.md: blocks separated by one blank line (extra blank lines left by the templates are folded)."""
+    text = _ENV.get_template("body.j2").render(context, fmt="markdown.j2")
+    return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
+
+
+def render_html(context: dict) -> str:
+    """report.html: one self-contained page, one block a line."""
+    text = _ENV.get_template("page.html.j2").render(context, fmt="html.j2")
+    return re.sub(r"\n{2,}", "\n", text).strip("\n") + "\n"
+
+
+# --------------------------------------------------------------------------- numbers in tables
+
+def _missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and not math.isfinite(x))
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    return "–" if _missing(x) else f"{x:.{digits}f}"
+
+
+def _metric_value(metric: str, x: Any, *, diff: bool = False) -> str:
+    if _missing(x):
+        return "–"
+    if "acc" in metric:
+        return f"{x * 100:+.2f} pp" if diff else f"{x * 100:.2f}%"
+    if metric.startswith("epochs"):
+        return f"{x:+.2f}" if diff else f"{x:.2f}"
+    if metric.endswith("_s"):
+        return f"{x:+.1f} s" if diff else f"{x:.1f} s"
+    return f"{x:+.4f}" if diff else f"{x:.4f}"
+
+
+def _ci(metric: str, lo: Any, hi: Any) -> str:
+    if lo is None:
+        return "–"
+    return f"{_metric_value(metric, lo, diff=True)} to {_metric_value(metric, hi, diff=True)}"
+
+
+def _p(p: Any) -> str:
+    return "–" if p is None else format_p(p).removeprefix("p ").replace("= ", "")
+
+
+def _values(xs: Sequence) -> str:
+    return ", ".join(f"{x:g}" if isinstance(x, float) else str(x) for x in xs) if xs else "–"
+
+
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+_ENV.filters.update(values=_values, counts=_counts)
+
+
+# --------------------------------------------------------------------------- the data the templates show
+
+def report_context(summary: dict, figures: list[FigureSpec], params: AnalysisParams, fig_dir: Path) -> dict:
+    """Everything ``body.j2`` shows: the summary, plus its tables as rows of formatted cells."""
+    c, d = summary["comparison"], summary["design"]
+    primary = c.get("metrics", {}).get(params.primary_metric)
+    return {
+        "title": f"Study report: {summary['report']['name']}",
+        "source": summary["report"]["source"],
+        "verdict": summary["verdict"],
+        "params": params,
+        "alpha": 1 - params.confidence,
+        "primary_label": metric_label(params.primary_metric, params),
+        "fast": arm_words(params.faster_arm), "slow": arm_words(params.slower_arm),
+        "faster_label": arm_label(params.faster_arm), "slower_label": arm_label(params.slower_arm),
+        "paper_fast": params.paper_test_acc.get(str(params.faster_arm.get("activation"))),
+        "paper_slow": params.paper_test_acc.get(str(params.slower_arm.get("activation"))),
+        "design": d,
+        "design_rows": [[a["label"], a["n_trials"], a["n_analysed"], a["n_diverged"], _counts(a["status_counts"]),
+                         _values(a["seeds"]), _values(a["lrs"])] for a in d.get("arms", [])],
+        "other_axes": {k: v for k, v in d.get("config_axes", {}).items() if k not in ("seed", "lr")},
+        "comparison": c,
+        "primary": primary,
+        **_results(c, params),
+        **_factorial(summary, params),
+        **_test_accuracy(summary),
+        "strata": _strata(c, primary, params),
+        **_caveats(d),
+        "figures": {f.filename: {"filename": f.filename, "caption": f.caption,
+                                 "data_uri": "data:image/png;base64,"
+                                             + base64.b64encode((fig_dir / f.filename).read_bytes()).decode("ascii")}
+                    for f in figures},
+    }
+
+
+def _results(c: dict, params: AnalysisParams) -> dict:
+    rows, skipped = [], []
+    for metric, m in c.get("metrics", {}).items():
+        if m["n_pairs"] == 0:
+            skipped.append(metric)
+            continue
+        name = metric + (" (primary)" if metric == params.primary_metric else "")
+        rows.append([name, m["direction"], _metric_value(metric, m["faster_mean"]),
+                     _metric_value(metric, m["slower_mean"]), _metric_value(metric, m["mean_diff"], diff=True),
+                     _ci(metric, m["ci_low"], m["ci_high"]), _p(m["p_value"]),
+                     _num(m["prob_faster_better"], 2), f"{m['n_pairs']} / {m['n_seeds']}"])
+    return {"result_rows": rows, "skipped": skipped,
+            "survival": c.get("survival", {}).get("epochs_to_target")}
+
+
+def _factorial(summary: dict, params: AnalysisParams) -> dict:
+    fac = {k: v for k, v in summary.get("factorial", {}).items() if v}
+    out: dict[str, Any] = {
+        "factorial": fac,
+        "mixed_arms": [f"{params.faster_arm.get('activation')}+{params.slower_arm.get('normalization')}",
+                       f"{params.slower_arm.get('activation')}+{params.faster_arm.get('normalization')}"],
+    }
+    if not fac:
+        return out
+    fa, fb = next(iter(fac.values()))["factors"]
+    out["factors"] = [fa, fb]
+    out["factorial_rows"] = [
+        [metric] + [f"{_metric_value(metric, f['effects'][k]['mean'], diff=True)} "
+                    f"({_ci(metric, f['effects'][k]['ci_low'], f['effects'][k]['ci_high'])})"
+                    for k in (fa, fb, "interaction")] + [str(f["n_seeds"])]
+        for metric, f in fac.items()]
+    cells = fac.get(params.primary_metric)
+    out["factorial_primary"] = cells
+    out["cell_rows"] = [[c[fa], c[fb], c["n_trials"], _metric_value(params.primary_metric, c["mean"])]
+                        for c in cells["cells"]] if cells else []
+    return out
+
+
+def _test_accuracy(summary: dict) -> dict:
+    rows = summary["test_accuracy"]
+    fixed = (*ARM_FACTORS, "n_trials", "n", "mean_test_acc", "sd_test_acc", "ci_low", "ci_high", "paper_test_acc")
+    extra = [k for k in rows[0] if k not in fixed] if rows else []
+    table = [[arm_label({k: r[k] for k in ARM_FACTORS}), *[_values([r[k]]) for k in extra], f"{r['n']}",
+              _metric_value("test_acc", r["mean_test_acc"]),
+              "–" if r["sd_test_acc"] is None else f"{r['sd_test_acc'] * 100:.2f} pp",
+              "–" if r["ci_low"] is None else f"{r['ci_low'] * 100:.2f}% to {r['ci_high'] * 100:.2f}%",
+              _metric_value("test_acc", r["paper_test_acc"])] for r in rows]
+    sds = [r["sd_test_acc"] for r in rows if r["sd_test_acc"] is not None]
+    return {"test_extra": extra, "test_rows": table, "test_sds": [min(sds), max(sds)] if sds else None}
+
+
+def _strata(c: dict, m: dict | None, params: AnalysisParams) -> dict | None:
+    if not m or not m["by_stratum"]:
+        return None
+    keys = [k for k in m["by_stratum"][0] if k not in ("n_pairs", "mean_diff", "prob_faster_better")]
+    rows = [[_values([s[k] for k in keys]), s["n_pairs"],
+             _metric_value(params.primary_metric, s["mean_diff"], diff=True), _num(s["prob_faster_better"], 2)]
+            for s in m["by_stratum"]]
+    return {"by": ", ".join(keys), "rows": rows}
+
+
+def _caveats(d: dict) -> dict:
+    axes = d.get("config_axes", {})
+    weights = next((axes[k] for k in ("weights", "pretrained", "init") if k in axes), None)
+    if weights is None:
+        base = "unrecorded"
+    elif any(str(w).lower() in ("none", "false", "random", "scratch") for w in weights):
+        base = "scratch"
+    else:
+        base = None
+    settings = {k: v for k, v in axes.items() if k not in ("seed", "lr", "weights", "pretrained", "init")}
+    return {"base_caveat": base, "scale_settings": "; ".join(f"{k} {_values(v)}" for k, v in settings.items())}

@@ -1,0 +1,66 @@
+"""Everything the report needs, in one JSON-serializable dict (``summary.json``)."""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from study.analysis.comparison import compare_arms
+from study.analysis.convergence import convergence_metrics
+from study.analysis.describe import design_summary, test_accuracy_by_arm
+from study.analysis.factorial import factorial_effects
+from study.analysis.params import AnalysisParams
+from study.analysis.tables import ARM_FACTORS
+from study.analysis.verdict import verdict
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set)):
+        return [_jsonable(v) for v in (sorted(x, key=str) if isinstance(x, set) else x)]
+    if isinstance(x, (np.ndarray, pd.Series)):
+        return [_jsonable(v) for v in x.tolist()]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, numbers.Integral):
+        return int(x)
+    if isinstance(x, numbers.Real):
+        return float(x) if math.isfinite(x) else None
+    if x is None or x is pd.NA or x is pd.NaT:
+        return None
+    if isinstance(x, str):
+        return x
+    return str(x)
+
+
+def summarize(epochs: pd.DataFrame, trials: pd.DataFrame, params: AnalysisParams | None = None) -> dict:
+    """Everything the report needs, as plain JSON-serializable data (None for missing numbers).
+
+    Deterministic: every bootstrap is seeded with ``params.random_state``.
+    Keys: params, design, comparison, factorial (per metric: primary,
+    epochs_to_target, test_acc; None when the grid is not crossed),
+    test_accuracy, verdict.
+    """
+    params = params or AnalysisParams()
+    metrics = convergence_metrics(epochs, trials, params)
+    if metrics.empty or "in_analysis" not in metrics:
+        comparison = {"status": "missing_arm", "message": "there are no trials to analyse.", "metrics": {},
+                      "survival": {}, "factorial": None, "unpaired": [], "n_pairs": 0}
+        design, test_acc, factorial = {"n_trials": 0}, [], {}
+    else:
+        comparison = compare_arms(metrics, params)
+        design = design_summary(metrics, params)
+        by = ["lr"] if "lr" in metrics and metrics.groupby(list(ARM_FACTORS))["lr"].nunique().max() > 1 else []
+        test_acc = test_accuracy_by_arm(metrics, params, by=by).to_dict("records")
+        factorial = {m: factorial_effects(metrics, params, m)
+                     for m in dict.fromkeys([params.primary_metric, "epochs_to_target", "test_acc"])}
+    return _jsonable({
+        "params": params.to_dict(), "design": design, "comparison": comparison,
+        "factorial": factorial, "test_accuracy": test_acc,
+        "verdict": verdict(comparison, params),
+    })

@@ -1,0 +1,110 @@
+"""The verdict rule on the primary measure, and its plain-words paragraph."""
+from __future__ import annotations
+
+import math
+
+from study.analysis.params import AnalysisParams
+from study.analysis.tables import arm_label, arm_words
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    """Number for prose: 3 decimals, or 3 significant digits for tiny values; 'n/a' when missing."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    if x != 0 and abs(x) < 10 ** -digits:
+        return f"{x:.{digits}g}"
+    return f"{x:.{digits}f}"
+
+
+def format_p(p: float | None) -> str:
+    """'p = 0.031', 'p < 0.001' or 'p not computed'."""
+    if p is None:
+        return "p not computed"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def _factor_phrase(factor: str, levels: dict) -> str:
+    lv = levels[factor]
+    if factor == "activation":
+        return f"switching the activation from {lv['slower']} to {lv['faster']}"
+    if factor == "normalization":
+        return f"changing input normalization from {lv['slower']} to {lv['faster']}"
+    return f"changing {factor} from {lv['slower']} to {lv['faster']}"
+
+
+def _excludes_zero(e: dict) -> bool:
+    return e["ci_low"] is not None and (e["ci_low"] > 0 or e["ci_high"] < 0)
+
+
+def _factorial_sentence(fac: dict) -> str:
+    fa, fb = fac["factors"]
+    eff = fac["effects"]
+    parts = [f"{_factor_phrase(f, fac['levels'])} accounts for {_fmt(eff[f]['mean'])} "
+             f"(CI {_fmt(eff[f]['ci_low'])} to {_fmt(eff[f]['ci_high'])})" for f in (fa, fb)]
+    text = (f"Splitting the difference with the two mixed arms ({fac['n_seeds']} complete seed(s)): "
+            f"{parts[0]}, and {parts[1]}; the interaction is {_fmt(eff['interaction']['mean'])} "
+            f"(CI {_fmt(eff['interaction']['ci_low'])} to {_fmt(eff['interaction']['ci_high'])}).")
+    sig = [f for f in (fa, fb) if _excludes_zero(eff[f])]
+    if len(sig) == 1:
+        other = fb if sig[0] == fa else fa
+        text += (f" So the difference comes from {_factor_phrase(sig[0], fac['levels'])}, "
+                 f"not from {_factor_phrase(other, fac['levels'])}.")
+    elif len(sig) == 2:
+        text += " Both factors contribute."
+    else:
+        text += " Neither factor on its own is distinguishable from zero."
+    if _excludes_zero(eff["interaction"]):
+        text += " The two factors interact, so each main effect depends on the level of the other."
+    return text
+
+
+def verdict(comparison: dict, params: AnalysisParams | None = None) -> dict:
+    """Label ('supported', 'contradicted', 'inconclusive', 'no verdict') and a plain-words paragraph.
+
+    Rule on the primary metric, symmetric: CI entirely on the claimed side of 0 and
+    Wilcoxon p < 1 - confidence -> supported; CI entirely on the other side and
+    p < 1 - confidence -> contradicted; otherwise inconclusive.  Fewer than ``min_seeds`` paired
+    seeds (or a missing arm) -> no verdict.
+    """
+    params = params or AnalysisParams()
+    fast, slow = arm_words(params.faster_arm), arm_words(params.slower_arm)
+    if comparison.get("status") != "ok":
+        return {"label": "no verdict", "text": f"Cannot judge the claim: {comparison.get('message', 'no comparison was possible.')}"}
+    m = comparison["metrics"][params.primary_metric]
+    if m["n_seeds"] < params.min_seeds:
+        return {"label": "no verdict",
+                "text": (f"Cannot judge the claim: only {m['n_seeds']} paired seed(s) have a value for the primary measure "
+                         f"({m['label']}), fewer than the {params.min_seeds} required; "
+                         f"{len(comparison['unpaired'])} trial(s) had no partner in the other arm.")}
+    lower = m["direction"] == "lower"
+    alpha = 1 - params.confidence
+    lo, hi, p = m["ci_low"], m["ci_high"], m["p_value"]
+    claimed = lo is not None and ((hi < 0) if lower else (lo > 0))
+    against = lo is not None and ((lo > 0) if lower else (hi < 0))
+    if claimed and p is not None and p < alpha:
+        label = "supported"
+    elif against and p is not None and p < alpha:
+        label = "contradicted"
+    else:
+        label = "inconclusive"
+    side = "below" if lower else "above"
+    text = (f"On the primary measure, the {m['label']}, where {m['direction']} is better, {fast} minus {slow} "
+            f"averaged {_fmt(m['mean_diff'])} over {m['n_seeds']} seed(s) "
+            f"({params.confidence:.0%} bootstrap CI {_fmt(lo)} to {_fmt(hi)}; "
+            f"Wilcoxon signed-rank {format_p(p)}"
+            + (f", {m['p_note']}" if m["p_note"] else "") + "). "
+            f"The {arm_label(params.faster_arm)} arm was better in {m['n_faster_better']} of {m['n_pairs']} "
+            f"pair(s), ties counting half: probability {_fmt(m['prob_faster_better'], 2)}. ")
+    if label == "supported":
+        text += (f"The interval lies entirely {side} zero, on the side the paper claims, and p < {alpha:.2g}: "
+                 f"the claim is supported.")
+    elif label == "contradicted":
+        text += (f"The interval lies entirely on the other side of zero and p < {alpha:.2g}: {fast} converged "
+                 f"more slowly, which contradicts the claim.")
+    else:
+        why = "the interval includes zero" if not (claimed or against) else f"p is not below {alpha:.2g}"
+        text += f"Inconclusive: {why}, so the data do not show a reliable difference in either direction."
+    fac = comparison.get("factorial")
+    if fac and fac["n_seeds"] > 0:
+        text += " " + _factorial_sentence(fac)
+    return {"label": label, "text": text}
