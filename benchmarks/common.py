@@ -6,6 +6,7 @@ import os
 import platform
 import resource
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,21 @@ def _mem_gib() -> float | None:
     except OSError:
         pass
     return None
+
+
+def lazy_class(module_globals: dict[str, Any], name: str, make: Callable[[], type]) -> type:
+    """The class `make()` builds (once), registered as `name` in the calling module.
+
+    For a class that subclasses something from a heavy import, such as a `ray.tune.Callback`: the module
+    imports without Ray, and pickle (Tune pickles the run config with its callbacks) finds the class by
+    module and name when the module's `__getattr__` returns `lazy_class(globals(), name, make)`.
+    """
+    cls = module_globals.get(name)
+    if cls is None:
+        cls = make()
+        cls.__module__, cls.__qualname__ = module_globals["__name__"], name
+        module_globals[name] = cls
+    return cls
 
 
 def parse_list(text: str, kind=str) -> list:

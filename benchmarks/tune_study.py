@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Any
 
+from benchmarks.common import lazy_class
 from benchmarks.runner import Bench
 
 
@@ -39,18 +40,12 @@ def _make_result_clock():
             self.results.append({"trial_id": trial.trial_id, "t": time.time(),
                                  **{k: result.get(k) for k in keep}})
 
-    ResultClock.__module__ = __name__
-    ResultClock.__qualname__ = "ResultClock"
     return ResultClock
 
 
 def __getattr__(name: str):
-    # ResultClock subclasses ray.tune.Callback; made on first use so that importing this module needs no Ray,
-    # and found here by pickle (Tune pickles the run config with its callbacks).
-    if name == "ResultClock":
-        cls = _make_result_clock()
-        globals()[name] = cls
-        return cls
+    if name == "ResultClock":  # a ray.tune.Callback: made on first use (see common.lazy_class)
+        return lazy_class(globals(), name, _make_result_clock)
     raise AttributeError(name)
 
 

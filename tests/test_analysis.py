@@ -15,7 +15,13 @@ from study.analysis.comparison import compare_arms, paired_differences
 from study.analysis.convergence import analysis_values, convergence_metrics
 from study.analysis.describe import test_accuracy_by_arm
 from study.analysis.factorial import factorial_effects
-from study.analysis.intervals import kaplan_meier, min_wilcoxon_p, prob_better, t_interval, wilcoxon_test
+from study.analysis.intervals import (
+    bootstrap_mean_ci,
+    kaplan_meier,
+    min_wilcoxon_p,
+    prob_better,
+    wilcoxon_test,
+)
 from study.analysis.params import AnalysisParams
 from study.analysis.summary import summarize
 from study.analysis.verdict import verdict
@@ -239,7 +245,10 @@ def test_lr_axis_pairs_on_seed_and_lr_and_averages_within_seed():
     e = comp["metrics"]["epochs_to_target"]
     assert comp["pair_on"] == ["seed", "lr"]
     assert e["n_pairs"] == 8 and e["n_seeds"] == 4 and e["mean_diff"] == pytest.approx(-2.5)
-    assert [s["mean_diff"] for s in e["by_stratum"]] == [-2.0, -3.0]
+    lr = e["by_axis"]["lr"]
+    assert [(lv["level"], lv["mean"], lv["n_seeds"]) for lv in lr["levels"]] == [(1e-4, -2.0, 4), (1e-3, -3.0, 4)]
+    c = lr["contrasts"][0]      # per seed: -3 at lr 1e-3 minus -2 at lr 1e-4, no spread
+    assert (c["level"], c["reference"], c["mean"], c["ci_low"], c["ci_high"]) == (1e-3, 1e-4, -1.0, -1.0, -1.0)
 
 
 # --------------------------------------------------------------------------- factorial
@@ -337,14 +346,6 @@ def test_metrics_table_columns_exact():
 
 # --------------------------------------------------------------------------- intervals, by hand
 
-def test_t_interval_by_hand():
-    # mean 2, sd 1, n 3: 2 +- t(0.975, 2) / sqrt(3), with t(0.975, 2) = 4.302652729911275
-    lo, hi = t_interval([1.0, 2.0, 3.0], 0.95)
-    assert lo == pytest.approx(2 - 4.302652729911275 / math.sqrt(3)) and hi == pytest.approx(4 - lo)
-    assert t_interval([5.0, 5.0], 0.95) == (5.0, 5.0)
-    assert all(math.isnan(x) for x in t_interval([1.0, float("nan")], 0.95))
-
-
 def test_kaplan_meier_by_hand():
     # times 2, 3, 3+, 5: at 2, 1 of 4 at risk reaches (S = 3/4); at 3, 1 of 3 (S = 1/2; the trial censored
     # at 3 is still at risk there); at 5, 1 of 1 (S = 0). Median: the first epoch with S <= 1/2, i.e. 3.
@@ -370,3 +371,124 @@ def test_analysis_package_imports_neither_ray_nor_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout
     assert out.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- accuracy intervals stay in [0, 1]
+
+def test_accuracy_intervals_stay_inside_0_1():
+    ones = tables(*[trial(FAST, s, curve(3), test_acc=1.0) for s in range(5)],
+                  *[trial(SLOW, s, curve(6), test_acc=0.0) for s in range(5)])
+    t = test_accuracy_by_arm(convergence_metrics(*ones, P_EPOCHS), P_EPOCHS).set_index("activation")
+    assert (t.loc["selu", "ci_low"], t.loc["selu", "ci_high"]) == (1.0, 1.0)      # all ones: [1, 1]
+    assert (t.loc["relu", "ci_low"], t.loc["relu", "ci_high"]) == (0.0, 0.0)
+    # near 0 with spread: a t-interval would go below 0 (mean 0.006, sd 0.0089); the bootstrap never does
+    near_zero = [0.0, 0.0, 0.0, 0.02, 0.01]
+    ci = bootstrap_mean_ci(near_zero, AnalysisParams())
+    assert 0.0 <= ci["low"] < 0.006 < ci["high"] <= 0.02
+    epochs, trials = tables(*[trial(FAST, s, curve(3), test_acc=a) for s, a in enumerate(near_zero)],
+                            *[trial(SLOW, s, curve(6), test_acc=1 - a) for s, a in enumerate(near_zero)])
+    t = test_accuracy_by_arm(convergence_metrics(epochs, trials, P_EPOCHS), P_EPOCHS).set_index("activation")
+    assert 0 <= t.loc["selu", "ci_low"] <= t.loc["selu", "ci_high"] <= 1
+    assert 0 <= t.loc["relu", "ci_low"] <= t.loc["relu", "ci_high"] <= 1 and t.loc["relu", "ci_high"] == 1.0
+
+
+# --------------------------------------------------------------------------- no verdict on models that did not learn
+
+def _chance_level(seeds=range(6), fast_acc=0.016, slow_acc=0.0096):
+    """The quick demo's case: the claimed-faster arm's loss falls faster, but both arms sit at chance."""
+    return tables(*[trial(FAST, s, [0.016] * 6, [4.1 - 0.1 * e for e in range(6)], test_acc=fast_acc)
+                    for s in seeds],
+                  *[trial(SLOW, s, [0.016] * 6, [4.2 - 0.05 * e for e in range(6)], test_acc=slow_acc)
+                    for s in seeds])
+
+
+def test_chance_level_arms_get_no_verdict():
+    params = AnalysisParams()
+    comp = compare_arms(convergence_metrics(*_chance_level(), params), params)
+    m = comp["metrics"]["val_loss_auc"]
+    assert m["ci_high"] < 0 and m["p_value"] < 0.05          # the rule alone would say "supported"
+    learning = comp["learning"]
+    assert learning["chance"] == pytest.approx(1 / 62) and learning["threshold"] == pytest.approx(1 / 62 + 0.05)
+    assert [(a["arm"], a["measure"], a["n_seeds"], a["learned"]) for a in learning["arms"]] == [
+        ("selu+none", "test_acc", 6, False), ("relu+per_image", "test_acc", 6, False)]
+    assert learning["arms"][1]["mean"] == pytest.approx(0.0096) and not learning["all_learned"]
+    v = verdict(comp, params)
+    assert (v["label"], v["reason"]) == ("no verdict", "the models did not learn")
+    assert "selu+none reached 1.60% test accuracy" in v["text"] and "relu+per_image reached 0.96%" in v["text"]
+    assert "Chance is 1.61% (1 in 62)" in v["text"] and "above 6.61%" in v["text"]
+
+
+def test_learned_arms_get_the_usual_rule_and_one_unlearned_arm_blocks_it():
+    params = AnalysisParams()
+    learned = _chance_level(fast_acc=0.62, slow_acc=0.58)
+    comp = compare_arms(convergence_metrics(*learned, params), params)
+    assert comp["learning"]["all_learned"]
+    v = verdict(comp, params)
+    assert (v["label"], v["reason"]) == ("supported", None)
+    one = _chance_level(fast_acc=0.62, slow_acc=0.0096)
+    comp = compare_arms(convergence_metrics(*one, params), params)
+    assert [a["learned"] for a in comp["learning"]["arms"]] == [True, False]
+    v = verdict(comp, params)
+    assert v["reason"] == "the models did not learn" and "relu+per_image does not." in v["text"]
+    # the margin is a parameter: at 0.7 above chance neither 62% nor 58% counts as learned
+    strict = AnalysisParams(learned_margin=0.7)
+    assert verdict(compare_arms(convergence_metrics(*learned, strict), strict), strict)["label"] == "no verdict"
+
+
+def test_without_test_accuracy_the_check_uses_best_validation_accuracy():
+    params = AnalysisParams()
+    epochs, trials = _three_vs_six(range(4))          # val acc up to 0.9, test accuracy then removed
+    trials["test_acc"] = np.nan
+    learning = compare_arms(convergence_metrics(epochs, trials, params), params)["learning"]
+    assert [a["measure"] for a in learning["arms"]] == ["best_val_acc"] * 2 and learning["all_learned"]
+    # a single seed has no interval: its mean decides
+    epochs, trials = _three_vs_six([0])
+    learning = compare_arms(convergence_metrics(epochs, trials, params), params)["learning"]
+    assert learning["arms"][0]["ci_low"] is None and learning["all_learned"]
+
+
+# --------------------------------------------------------------------------- the base (model.weights) as a grid axis
+
+def _with_bases(seeds=range(6)):
+    """2x2 x weights {glyphs, none}: SELU lowers the loss area by 0.2 on the glyph base and not at all on
+    the random one; normalization does nothing; every arm learned (test accuracy 0.7)."""
+    rng = np.random.default_rng(2)
+    out = []
+    for weights in ("glyphs", "none"):
+        for act in ("selu", "relu"):
+            for norm in ("none", "per_image"):
+                for s in seeds:
+                    shift = -0.2 if (weights == "glyphs" and act == "selu") else 0.0
+                    loss = [0.5 + 0.02 * s + shift + 0.5 / e + rng.normal(0, 1e-3) for e in range(1, 6)]
+                    rows, row = trial((act, norm), s, [0.6] * 5, loss, test_acc=0.7,
+                                      tid=f"{weights}-{act}-{norm}-s{s}")
+                    out.append(([{**r, "weights": weights} for r in rows], {**row, "weights": weights}))
+    return tables(*out)
+
+
+def test_selu_effect_depends_on_the_base():
+    params = AnalysisParams()
+    epochs, trials = _with_bases()
+    metrics = convergence_metrics(epochs, trials, params)
+    comp = compare_arms(metrics, params)
+    assert comp["pair_on"] == ["seed", "weights"] and comp["metrics"]["val_loss_auc"]["n_seeds"] == 6
+    by = comp["metrics"]["val_loss_auc"]["by_axis"]["weights"]
+    glyphs, none = by["levels"]
+    assert (glyphs["level"], none["level"]) == ("glyphs", "none")
+    assert glyphs["mean"] == pytest.approx(-0.2, abs=2e-3) and glyphs["ci_high"] < 0
+    assert abs(none["mean"]) < 2e-3 and none["ci_low"] <= 0 <= none["ci_high"]
+    contrast = by["contrasts"][0]                           # per seed: (0) - (-0.2)
+    assert (contrast["level"], contrast["reference"], contrast["n_seeds"]) == ("none", "glyphs", 6)
+    assert contrast["mean"] == pytest.approx(0.2, abs=2e-3) and contrast["ci_low"] > 0
+    # the 2x2 within each base: the activation effect is -0.2 with glyphs, 0 with none; normalization 0
+    fac = summarize(epochs, trials, params)["factorial_by"]["weights"]
+    eff = {lv["level"]: lv["effects"] for lv in fac["levels"]}
+    assert eff["glyphs"]["activation"]["mean"] == pytest.approx(-0.2, abs=2e-3)
+    assert abs(eff["none"]["activation"]["mean"]) < 2e-3
+    assert abs(eff["glyphs"]["normalization"]["mean"]) < 2e-3 and abs(eff["none"]["normalization"]["mean"]) < 2e-3
+    c = fac["contrasts"][0]["effects"]
+    assert c["activation"]["mean"] == pytest.approx(0.2, abs=2e-3) and c["activation"]["ci_low"] > 0
+    assert c["normalization"]["ci_low"] <= 0 <= c["normalization"]["ci_high"]
+    # test accuracy is reported per base
+    t = test_accuracy_by_arm(metrics, params, by=["weights"])
+    assert len(t) == 8 and set(t["weights"]) == {"glyphs", "none"}

@@ -132,7 +132,7 @@ def test_one_arm_or_no_trials_still_writes_a_report(tmp_path, tables):
 def test_markdown_and_html_say_the_same(tmp_path, tables):
     epochs, trials = tables
     files = write_report(tmp_path, epochs, trials, PARAMS, name="demo", source="unit test")
-    md_lines = set(files["report.md"].read_text().splitlines())
+    md_lines = files["report.md"].read_text().splitlines()
     page = files["report.html"].read_text()
     texts = [html.unescape(t) for t in re.findall(r"<(?:p|li)>(.*?)</(?:p|li)>", page)]
     assert len(texts) > 20
@@ -161,3 +161,33 @@ def test_reports_name_no_absolute_path(tmp_path, monkeypatch):
     for path in [*root.glob("results/*/report.md"), *root.glob("results/*/summary.json")]:
         text = path.read_text()
         assert not re.search(r"(?<![\w.~])/(?:work|home|root|tmp|Users|mnt|private)/", text), path
+
+
+def test_report_says_whether_the_effect_depends_on_the_base(tmp_path):
+    epochs, trials = two_by_two(seeds=range(6))      # 6 seeds: a Wilcoxon p can go below 0.05
+    # the same 2x2 twice, on two bases; on "none" every loss is 0.3 higher for SELU
+    on_none = {"epochs": epochs.assign(weights="none"), "trials": trials.assign(weights="none")}
+    for df in on_none.values():
+        df["trial_id"] = "none-" + df["trial_id"]
+    selu = on_none["epochs"]["activation"] == "selu"
+    on_none["epochs"].loc[selu, "val_loss"] += 0.3
+    both_e = pd.concat([epochs.assign(weights="glyphs"), on_none["epochs"]], ignore_index=True)
+    both_t = pd.concat([trials.assign(weights="glyphs"), on_none["trials"]], ignore_index=True)
+    files = write_report(tmp_path, both_e, both_t, PARAMS, name="bases", source="unit test")
+    md = files["report.md"].read_text()
+    assert "## Does the difference depend on weights?" in md
+    assert "| none minus glyphs | 6 | +0.3000 |" in md
+    assert "The difference between the arms depends on weights" in md
+    assert "The activation effect depends on weights; the normalization effect does not measurably" in md
+    assert "| arm | weights | n | mean |" in md                    # test accuracy per arm and base
+    assert "(weights: glyphs), the in-house stand-in" in md and "(weights: none), not from ImageNet" in md
+
+
+def test_models_at_chance_get_no_verdict_in_the_report(tmp_path, tables):
+    epochs, trials = tables
+    files = write_report(tmp_path, epochs, trials.assign(test_acc=0.016), PARAMS, name="chance", source="x")
+    md = files["report.md"].read_text()
+    assert "**Verdict: no verdict: the models did not learn.**" in md
+    assert "| selu+none | test_acc | 3 | 1.60% | 1.60% to 1.60% | no |" in md
+    assert json.loads(files["summary.json"].read_text())["verdict"]["reason"] == "the models did not learn"
+    assert 'class="verdict no-verdict"' in files["report.html"].read_text()

@@ -15,7 +15,8 @@ import pandas as pd
 
 from study.analysis.convergence import CENSORED_METRICS, analysis_values
 from study.analysis.factorial import factorial_effects
-from study.analysis.intervals import bootstrap_mean_ci, kaplan_meier, logrank_test, prob_better, wilcoxon_test
+from study.analysis.describe import learning_check
+from study.analysis.intervals import difference_stats, kaplan_meier, logrank_test, prob_better
 from study.analysis.params import AnalysisParams, compared_metrics, metric_direction, metric_label
 from study.analysis.tables import analysed, arm_label, arm_mask, config_columns
 
@@ -126,16 +127,31 @@ def _per_unit(table: pd.DataFrame, pair_on: list[str]) -> pd.DataFrame:
     return t[[*pair_on, "faster", "slower", "diff"]].reset_index(drop=True)
 
 
-def _strata(table: pd.DataFrame, pair_on: list[str], direction: str) -> list[dict]:
-    extra = [k for k in pair_on if k != "seed"]
-    if not extra or "seed" not in pair_on:
-        return []
-    out = []
+def _by_axis(table: pd.DataFrame, pair_on: list[str], direction: str, params: AnalysisParams) -> dict:
+    """For each pair key besides seed (lr, weights, ...): the difference within each of its levels, and
+    each level's contrast with the first (the reference): does the difference depend on that axis?
+
+    Within a level, pairs that share a seed are averaged first, so seeds stay the units; a contrast
+    is, per seed present in both levels, the level's difference minus the reference's.
+    """
+    if "seed" not in pair_on:
+        return {}
     t = table.loc[np.isfinite(table["diff"].astype(float))]
-    for key, g in t.groupby(extra, sort=True, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        out.append({**dict(zip(extra, key)), "n_pairs": len(g), "mean_diff": float(g["diff"].mean()),
-                    "prob_faster_better": prob_better(g["diff"], direction)["prob"]})
+    out = {}
+    for axis in (k for k in pair_on if k != "seed"):
+        levels, units = [], {}
+        for level, g in t.groupby(axis, sort=True):
+            units[level] = g.groupby("seed", sort=True)["diff"].mean()
+            levels.append({"level": level, "n_pairs": int(len(g)), "n_seeds": int(len(units[level])),
+                           **difference_stats(units[level], params),
+                           "prob_faster_better": prob_better(g["diff"], direction)["prob"]})
+        ref = next(iter(units), None)
+        contrasts = []
+        for level in list(units)[1:]:
+            d = (units[level] - units[ref]).dropna()
+            contrasts.append({"level": level, "reference": ref, "n_seeds": int(len(d)),
+                              **difference_stats(d, params)})
+        out[axis] = {"levels": levels, "contrasts": contrasts}
     return out
 
 
@@ -145,8 +161,7 @@ def _metric_comparison(table: pd.DataFrame, pair_on: list[str], metric: str,
     finite = table.loc[np.isfinite(table["diff"].astype(float))]
     units = _per_unit(table, pair_on)
     d = units["diff"].to_numpy(dtype=float)
-    ci = bootstrap_mean_ci(d, params)
-    wil = wilcoxon_test(d)
+    stats = difference_stats(d, params)
     pb = prob_better(finite["diff"], direction)
     unit_cols = ["seed"] if "seed" in units.columns and len(pair_on) > 1 else pair_on
     return {
@@ -157,14 +172,14 @@ def _metric_comparison(table: pd.DataFrame, pair_on: list[str], metric: str,
         "n_seeds": int(units["seed"].nunique()) if "seed" in units.columns else int(len(units)),
         "faster_mean": float(units["faster"].mean()) if len(units) else None,
         "slower_mean": float(units["slower"].mean()) if len(units) else None,
-        "mean_diff": float(d.mean()) if len(d) else None,
+        "mean_diff": stats["mean"],
         "median_diff": float(np.median(d)) if len(d) else None,
-        "ci_low": ci["low"], "ci_high": ci["high"], "ci_method": ci["method"],
-        "p_value": wil["p_value"], "p_note": wil["note"],
+        "ci_low": stats["ci_low"], "ci_high": stats["ci_high"], "ci_method": stats["ci_method"],
+        "p_value": stats["p_value"], "p_note": stats["p_note"],
         "prob_faster_better": pb["prob"], "n_faster_better": pb["n_better"], "n_ties": pb["n_ties"],
         "unit_differences": [{**{c: r[c] for c in unit_cols}, "diff": float(r["diff"])}
                              for r in units.to_dict("records")],
-        "by_stratum": _strata(table, pair_on, direction),
+        "by_axis": _by_axis(table, pair_on, direction, params),
     }
 
 
@@ -191,9 +206,11 @@ def compare_arms(metrics: pd.DataFrame, params: AnalysisParams | None = None,
     ``pairing_note``, ``unpaired``, ``n_pairs``, ``paired_seeds``),
     ``metrics`` (one entry per metric: n_pairs, n_seeds, mean/median
     difference faster-minus-slower, bootstrap CI, Wilcoxon p, probability the
-    faster arm is better), ``survival`` (KM + log-rank for the two
-    epochs-to-target metrics), ``primary_metric`` and ``factorial`` (see
-    ``factorial_effects``; None when the grid is not crossed).
+    faster arm is better, and ``by_axis``: the same per level of each extra
+    pair key such as lr or weights, with contrasts between levels),
+    ``survival`` (KM + log-rank for the two epochs-to-target metrics),
+    ``primary_metric``, ``factorial`` (see ``factorial_effects``; None when
+    the grid is not crossed) and ``learning`` (see ``learning_check``).
     """
     params = params or AnalysisParams()
     pairing = pair_arms(metrics, params, pair_on)
@@ -204,6 +221,7 @@ def compare_arms(metrics: pd.DataFrame, params: AnalysisParams | None = None,
         "pair_on": pairing.pair_on, "pairing_note": pairing.note, "unpaired": pairing.unpaired,
         "n_faster_trials": int(len(pairing.faster)), "n_slower_trials": int(len(pairing.slower)),
         "metrics": {}, "survival": {}, "factorial": None,
+        "learning": learning_check(metrics, params),
     }
     if pairing.missing_arms:
         out.update(status="missing_arm", missing_arms=pairing.missing_arms, n_pairs=0, paired_seeds=[],

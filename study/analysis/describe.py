@@ -1,4 +1,4 @@
-"""Descriptive tables per arm: the design as run, test accuracy, and mean curves per epoch."""
+"""Descriptive tables per arm: the design as run, test accuracy, whether the arms learned, mean curves per epoch."""
 from __future__ import annotations
 
 import math
@@ -7,19 +7,37 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from study.analysis.intervals import t_interval
+from study.analysis.intervals import bootstrap_mean_ci
 from study.analysis.params import AnalysisParams
-from study.analysis.tables import ARM_FACTORS, analysed, arm_label, arm_mask, arms_present, config_columns, distinct
+from study.analysis.tables import (
+    ARM_FACTORS,
+    analysed,
+    arm_label,
+    arm_mask,
+    arms_present,
+    config_columns,
+    distinct,
+    seed_means,
+)
+
+
+def _interval(values: np.ndarray, params: AnalysisParams) -> tuple[float, float]:
+    ci = bootstrap_mean_ci(values, params)
+    return (math.nan, math.nan) if ci["low"] is None else (ci["low"], ci["high"])
 
 
 def test_accuracy_by_arm(metrics: pd.DataFrame, params: AnalysisParams | None = None,
                          by: Sequence[str] = ()) -> pd.DataFrame:
-    """Per arm (and per ``by`` column): n, mean test accuracy, t-based CI, and the paper's figure.
+    """Per arm (and per ``by`` column): n, mean test accuracy, its bootstrap CI over seeds, the paper's figure.
 
     Columns: activation, normalization, *by, n_trials, n, mean_test_acc,
-    sd_test_acc, ci_low, ci_high, paper_test_acc.  The paper's number is shown
-    only for the two arms it reported (``paper_test_acc[activation]`` of the
-    claimed-faster and claimed-slower arm); NaN elsewhere.
+    sd_test_acc, ci_low, ci_high, paper_test_acc.  ``n`` counts trials with a
+    test accuracy; the mean and its interval are over seeds (a seed's trials
+    averaged first), the interval from ``bootstrap_mean_ci``: a bootstrap of a
+    mean never leaves the range of the values, so it stays inside [0, 1].  The
+    paper's number is shown only for the two arms it reported
+    (``paper_test_acc[activation]`` of the claimed-faster and claimed-slower
+    arm); NaN elsewhere.
     """
     params = params or AnalysisParams()
     keys = [k for k in ARM_FACTORS if k in metrics.columns] + [b for b in by if b in metrics.columns]
@@ -35,11 +53,12 @@ def test_accuracy_by_arm(metrics: pd.DataFrame, params: AnalysisParams | None = 
         key = key if isinstance(key, tuple) else (key,)
         acc = pd.to_numeric(g["test_acc"], errors="coerce").to_numpy(dtype=float)
         acc = acc[np.isfinite(acc)]
-        lo, hi = t_interval(acc, params.confidence)
+        units = seed_means(g, "test_acc")
+        lo, hi = _interval(units, params)
         rec = dict(zip(keys, key))
         label = arm_label({k: str(rec[k]) for k in ARM_FACTORS if k in rec})
         rows.append({**rec, "n_trials": int(len(g)), "n": int(len(acc)),
-                     "mean_test_acc": float(acc.mean()) if len(acc) else math.nan,
+                     "mean_test_acc": float(units.mean()) if len(units) else math.nan,
                      "sd_test_acc": float(acc.std(ddof=1)) if len(acc) > 1 else math.nan,
                      "ci_low": lo, "ci_high": hi, "paper_test_acc": paper.get(label, math.nan)})
     return pd.DataFrame(rows, columns=cols)
@@ -48,24 +67,52 @@ def test_accuracy_by_arm(metrics: pd.DataFrame, params: AnalysisParams | None = 
 test_accuracy_by_arm.__test__ = False  # its name starts with "test": keep pytest from collecting it
 
 
-def epoch_curves(epochs: pd.DataFrame, metrics: pd.DataFrame, column: str,
-                 confidence: float = 0.95, by: Sequence[str] = ()) -> pd.DataFrame:
-    """Mean and t-based CI of an epoch column per arm (and ``by``) and epoch, over analysed trials.
+def learning_check(metrics: pd.DataFrame, params: AnalysisParams | None = None) -> dict:
+    """Did the two compared arms learn?  Each arm's accuracy against chance, before any verdict.
 
-    Non-finite values are left out.  Columns: activation, normalization, *by,
-    epoch, n, mean, ci_low, ci_high.
+    Per arm (claimed-faster, claimed-slower; analysed trials only): the measure is test accuracy, or best
+    validation accuracy when the arm has no test figure; its mean over seeds and bootstrap interval
+    (``bootstrap_mean_ci``).  The arm learned when the low end of the interval (its mean when there is
+    no interval, i.e. one seed) is above ``params.learned_threshold`` = 1 / ``n_classes`` +
+    ``learned_margin``.  ``all_learned`` is False when an arm did not learn or has no trials.
     """
+    params = params or AnalysisParams()
+    used = analysed(metrics)
+    arms = []
+    for role, arm in (("faster", params.faster_arm), ("slower", params.slower_arm)):
+        g = used.loc[arm_mask(used, arm)]
+        measure = "test_acc" if len(seed_means(g, "test_acc")) else "best_val_acc"
+        units = seed_means(g, measure)
+        ci = bootstrap_mean_ci(units, params)
+        mean = float(units.mean()) if len(units) else None
+        low = ci["low"] if ci["low"] is not None else mean
+        arms.append({"role": role, "arm": arm_label(arm), "measure": measure, "n_seeds": int(len(units)),
+                     "mean": mean, "ci_low": ci["low"], "ci_high": ci["high"],
+                     "learned": low is not None and low > params.learned_threshold})
+    return {"chance": params.chance_acc, "threshold": params.learned_threshold, "arms": arms,
+            "all_learned": all(a["learned"] for a in arms)}
+
+
+def epoch_curves(epochs: pd.DataFrame, metrics: pd.DataFrame, column: str,
+                 params: AnalysisParams | None = None, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Mean and bootstrap CI over seeds of an epoch column, per arm (and ``by``) and epoch, analysed trials only.
+
+    Non-finite values are left out; the interval is ``bootstrap_mean_ci`` of the per-seed means (NaN
+    with fewer than two seeds), so an accuracy band stays inside [0, 1].  Columns: activation,
+    normalization, *by, epoch, n, mean, ci_low, ci_high (``n`` counts trials).
+    """
+    params = params or AnalysisParams()
     keys = [k for k in ARM_FACTORS if k in metrics.columns] + list(by)
     cols = [*keys, "epoch", "n", "mean", "ci_low", "ci_high"]
-    ids = metrics.loc[metrics["in_analysis"], ["trial_id", *keys]]
+    ids = metrics.loc[metrics["in_analysis"], ["trial_id", "seed", *keys]]
     ep = epochs.assign(trial_id=epochs["trial_id"].astype(str))[["trial_id", "epoch", column]]
     ep = ep.merge(ids, on="trial_id", how="inner").sort_values(["trial_id", "epoch"], kind="mergesort")
     ep = ep.loc[np.isfinite(pd.to_numeric(ep[column], errors="coerce").astype(float))]
     rows = []
     for key, g in ep.groupby([*keys, "epoch"], sort=True):
-        v = g[column].to_numpy(dtype=float)
-        lo, hi = t_interval(v, confidence)
-        rows.append({**dict(zip([*keys, "epoch"], key)), "n": len(v), "mean": float(v.mean()),
+        units = seed_means(g, column)
+        lo, hi = _interval(units, params)
+        rows.append({**dict(zip([*keys, "epoch"], key)), "n": len(g), "mean": float(units.mean()),
                      "ci_low": lo, "ci_high": hi})
     return pd.DataFrame(rows, columns=cols)
 

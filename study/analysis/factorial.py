@@ -1,12 +1,15 @@
 """The 2x2 factorial split: how much of the arm difference is the activation, the normalization, or both."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pandas as pd
 
 from study.analysis.convergence import analysis_values
-from study.analysis.intervals import bootstrap_mean_ci, wilcoxon_test
+from study.analysis.intervals import difference_stats
 from study.analysis.params import AnalysisParams, metric_direction, metric_label
-from study.analysis.tables import arm_mask
+from study.analysis.tables import arm_mask, distinct
 
 
 def _differing_factors(params: AnalysisParams) -> list[str]:
@@ -15,29 +18,14 @@ def _differing_factors(params: AnalysisParams) -> list[str]:
     return [k for k in params.faster_arm if str(params.faster_arm[k]) != str(params.slower_arm[k])]
 
 
-def factorial_effects(metrics: pd.DataFrame, params: AnalysisParams | None = None,
-                      metric: str | None = None) -> dict | None:
-    """Split the arm difference into the two factors it changes (2x2, paired by seed).
-
-    Needs all four cells (faster/slower level of each factor) among analysed
-    trials; returns None otherwise.  Per seed, each cell's value is averaged
-    over its trials (e.g. over lr), then with ``y[a][b]`` (``f`` = the
-    claimed-faster arm's level, ``s`` = the slower arm's level)::
-
-        effect_a    = ((y[f][f] - y[s][f]) + (y[f][s] - y[s][s])) / 2
-        effect_b    = ((y[f][f] - y[f][s]) + (y[s][f] - y[s][s])) / 2
-        interaction = ((y[f][f] - y[s][f]) - (y[f][s] - y[s][s])) / 2
-
-    so that, seed by seed, faster-arm minus slower-arm = effect_a + effect_b.
-    Each effect gets a mean over seeds, a bootstrap CI and a Wilcoxon p.
-    """
-    params = params or AnalysisParams()
-    metric = metric or params.primary_metric
+def _seed_effects(metrics: pd.DataFrame, params: AnalysisParams, metric: str,
+                  within: Mapping[str, Any]) -> tuple[list[str], dict, pd.DataFrame, pd.DataFrame] | None:
+    """(factors, cells, per-seed cell values, per-seed effects) of the analysed trials matching ``within``."""
     factors = _differing_factors(params)
     if len(factors) != 2:
         return None
     fa, fb = factors
-    shared = {k: v for k, v in params.faster_arm.items() if k not in factors}
+    shared = {**{k: v for k, v in params.faster_arm.items() if k not in factors}, **within}
     used = metrics.loc[metrics["in_analysis"] & arm_mask(metrics, shared)] if shared \
         else metrics.loc[metrics["in_analysis"]]
     used = used.assign(_v=analysis_values(used, metric))
@@ -53,28 +41,77 @@ def factorial_effects(metrics: pd.DataFrame, params: AnalysisParams | None = Non
                               "mean": float(cell["_v"].mean()) if cell["_v"].notna().any() else None}
             per_seed.append(cell.groupby("seed", sort=True)["_v"].mean().rename(la + lb))
     grid = pd.concat(per_seed, axis=1)
-    complete = grid.dropna()
-    y = {c: complete[c].to_numpy(dtype=float) for c in cells}
-    effects = {
+    y = grid.dropna()
+    effects = pd.DataFrame({
         fa: ((y["ff"] - y["sf"]) + (y["fs"] - y["ss"])) / 2,
         fb: ((y["ff"] - y["fs"]) + (y["sf"] - y["ss"])) / 2,
         "interaction": ((y["ff"] - y["sf"]) - (y["fs"] - y["ss"])) / 2,
-    }
-    out_effects = {}
-    for name, vals in effects.items():
-        ci = bootstrap_mean_ci(vals, params)
-        wil = wilcoxon_test(vals)
-        out_effects[name] = {"mean": float(vals.mean()) if len(vals) else None,
-                             "ci_low": ci["low"], "ci_high": ci["high"], "ci_method": ci["method"],
-                             "p_value": wil["p_value"], "p_note": wil["note"]}
+    }, index=y.index)
+    return [fa, fb], cells, grid, effects
+
+
+def factorial_effects(metrics: pd.DataFrame, params: AnalysisParams | None = None,
+                      metric: str | None = None, within: Mapping[str, Any] | None = None) -> dict | None:
+    """Split the arm difference into the two factors it changes (2x2, paired by seed).
+
+    Needs all four cells (faster/slower level of each factor) among analysed
+    trials (those matching ``within``, e.g. ``{"weights": "glyphs"}``, when
+    given); returns None otherwise.  Per seed, each cell's value is averaged
+    over its trials (e.g. over lr), then with ``y[a][b]`` (``f`` = the
+    claimed-faster arm's level, ``s`` = the slower arm's level)::
+
+        effect_a    = ((y[f][f] - y[s][f]) + (y[f][s] - y[s][s])) / 2
+        effect_b    = ((y[f][f] - y[f][s]) + (y[s][f] - y[s][s])) / 2
+        interaction = ((y[f][f] - y[s][f]) - (y[f][s] - y[s][s])) / 2
+
+    so that, seed by seed, faster-arm minus slower-arm = effect_a + effect_b.
+    Each effect gets a mean over seeds, a bootstrap CI and a Wilcoxon p (``difference_stats``).
+    """
+    params = params or AnalysisParams()
+    metric = metric or params.primary_metric
+    split = _seed_effects(metrics, params, metric, dict(within or {}))
+    if split is None:
+        return None
+    (fa, fb), cells, grid, effects = split
     return {
         "metric": metric, "label": metric_label(metric, params), "direction": metric_direction(metric),
         "factors": [fa, fb],
         "levels": {fa: {"faster": str(params.faster_arm[fa]), "slower": str(params.slower_arm[fa])},
                    fb: {"faster": str(params.faster_arm[fb]), "slower": str(params.slower_arm[fb])}},
+        "within": dict(within or {}),
         "cells": [cells[c] for c in ("ff", "fs", "sf", "ss")],
-        "n_seeds": int(len(complete)),
-        "seeds": [s for s in complete.index.tolist()],
-        "seeds_incomplete": [s for s in grid.index.difference(complete.index).tolist()],
-        "effects": out_effects,
+        "n_seeds": int(len(effects)),
+        "seeds": effects.index.tolist(),
+        "seeds_incomplete": grid.index.difference(effects.index).tolist(),
+        "effects": {name: difference_stats(effects[name], params) for name in effects.columns},
     }
+
+
+def factorial_by(metrics: pd.DataFrame, params: AnalysisParams, metric: str, axis: str) -> dict | None:
+    """Does each factorial effect depend on ``axis`` (e.g. ``weights``, the conv base)?
+
+    The 2x2 split within each level of ``axis`` (``factorial_effects(..., within={axis: level})``),
+    and, for each level after the first (the reference, in sorted order), its contrast with the
+    reference: per seed, effect at that level minus effect at the reference, over the seeds both have,
+    with ``difference_stats``.  A contrast whose interval excludes 0 says the effect depends on ``axis``.
+    None when fewer than two levels have all four cells.
+    """
+    used = metrics.loc[metrics["in_analysis"]] if axis in metrics else metrics.iloc[0:0]
+    levels, per_level = {}, {}
+    for level in distinct(used[axis]) if len(used) else []:
+        split = _seed_effects(metrics, params, metric, {axis: level})
+        if split is not None:
+            levels[level] = factorial_effects(metrics, params, metric, within={axis: level})
+            per_level[level] = split[3]
+    if len(levels) < 2:
+        return None
+    ref, *rest = list(levels)
+    contrasts = []
+    for level in rest:
+        both = per_level[level].merge(per_level[ref], left_index=True, right_index=True,   # seeds in both
+                                      suffixes=("", "_ref"))
+        contrasts.append({"level": level, "reference": ref, "n_seeds": int(len(both)),
+                          "effects": {name: difference_stats(both[name] - both[f"{name}_ref"], params)
+                                      for name in per_level[ref].columns}})
+    return {"metric": metric, "axis": axis, "reference": ref,
+            "levels": [{"level": k, **v} for k, v in levels.items()], "contrasts": contrasts}

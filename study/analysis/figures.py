@@ -4,7 +4,6 @@ the same data give the same bytes.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +12,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from study.analysis.describe import epoch_curves
-from study.analysis.intervals import kaplan_meier, t_interval
+from study.analysis.intervals import bootstrap_mean_ci, kaplan_meier
 from study.analysis.params import AnalysisParams
-from study.analysis.tables import ARM_FACTORS, arm_label, arm_mask, arms_present
+from study.analysis.tables import ARM_FACTORS, arm_label, arm_mask, arms_present, seed_means
 
 FIGURE_DPI = 110
 PALETTE = ("#e6550d", "#3182bd", "#31a354", "#756bb1", "#636363", "#d6616b", "#8c6d31", "#17becf")
@@ -53,9 +52,9 @@ def _axes(n: int, width: float = 6.0, height: float = 4.0) -> tuple[Figure, list
 
 
 def _curve_figure(path: Path, epochs, metrics, column: str, ylabel: str, styles, params,
-                  hline: float | None = None) -> None:
+                  hline: float | None = None, chance: float | None = None) -> None:
     by = _facet_by(metrics)
-    curves = epoch_curves(epochs, metrics, column, params.confidence, by=by)
+    curves = epoch_curves(epochs, metrics, column, params, by=by)
     facets = sorted(curves[by[0]].unique()) if by else [None]
     fig, axes = _axes(max(1, len(facets)), width=5.5 if by else 7.0)
     for ax, facet in zip(axes, facets):
@@ -68,6 +67,8 @@ def _curve_figure(path: Path, epochs, metrics, column: str, ylabel: str, styles,
             ax.fill_between(c["epoch"], c["ci_low"], c["ci_high"], color=color, alpha=0.18, linewidth=0)
         if hline is not None:
             ax.axhline(hline, color="grey", ls="--", lw=1)
+        if chance is not None:
+            ax.axhline(chance, color="grey", ls=":", lw=1)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.set_title(f"lr = {facet:g}" if facet is not None else "")
@@ -111,25 +112,27 @@ def _test_acc_figure(path: Path, metrics, styles, params) -> None:
     fig, (ax,) = _axes(1, width=max(5.0, 1.6 * len(styles)))
     paper_drawn = False
     for i, (arm, label, color) in enumerate(styles):
-        acc = used.loc[arm_mask(used, arm), "test_acc"].astype(float).dropna().to_numpy() * 100
+        g = used.loc[arm_mask(used, arm)]
+        acc = g["test_acc"].astype(float).dropna().to_numpy() * 100
         offsets = np.linspace(-0.15, 0.15, len(acc)) if len(acc) > 1 else np.zeros(len(acc))
         ax.scatter(i + offsets, acc, color=color, s=18, alpha=0.7, zorder=3)
-        if len(acc):
-            mean = float(acc.mean())
-            lo, hi = t_interval(acc, params.confidence)
-            lo, hi = (mean, mean) if not math.isfinite(lo) else (lo, hi)
-            ax.errorbar([i + 0.3], [mean], yerr=[[mean - lo], [hi - mean]], fmt="s", color="black",
+        units = seed_means(g, "test_acc") * 100
+        if len(units):
+            mean = float(units.mean())
+            ci = bootstrap_mean_ci(units, params)
+            lo, hi = (mean, mean) if ci["low"] is None else (ci["low"], ci["high"])
+            ax.errorbar([i + 0.3], [mean], yerr=[[max(mean - lo, 0)], [max(hi - mean, 0)]], fmt="s", color="black",
                         capsize=4, zorder=4)
         paper = _paper_value(arm, params)
         if paper is not None:
             ax.scatter([i + 0.3], [paper * 100], marker="*", s=160, color="gold", edgecolor="black", zorder=5,
                        label=None if paper_drawn else "paper (one run)")
             paper_drawn = True
+    ax.axhline(params.chance_acc * 100, color="grey", ls=":", lw=1, label="chance")
     ax.set_xticks(range(len(styles)), [label for _, label, _ in styles], rotation=15)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3, axis="y")
-    if paper_drawn:
-        ax.legend(fontsize=8)
+    ax.legend(fontsize=8)
     _save(fig, path)
 
 
@@ -184,12 +187,13 @@ def make_figures(fig_dir: Path, epochs, metrics, summary, params) -> list[Figure
         return out
     ci = f"{params.confidence:.0%}"
     _curve_figure(fig_dir / "val_loss.png", epochs, metrics, "val_loss", "validation loss", styles, params)
-    out.append(FigureSpec("val_loss.png", f"Validation loss per epoch: mean over seeds with a {ci} confidence "
+    out.append(FigureSpec("val_loss.png", f"Validation loss per epoch: mean over seeds with a {ci} bootstrap "
                                           f"band, one line per arm (the paper's Fig. 2)."))
     _curve_figure(fig_dir / "val_acc.png", epochs, metrics, "val_acc", "validation accuracy", styles, params,
-                  hline=params.target_acc)
-    out.append(FigureSpec("val_acc.png", f"Validation accuracy per epoch (the paper's Fig. 3); the dashed line is "
-                                         f"the {params.target_acc:.0%} target."))
+                  hline=params.target_acc, chance=params.chance_acc)
+    out.append(FigureSpec("val_acc.png", f"Validation accuracy per epoch (the paper's Fig. 3), mean over seeds with "
+                                         f"a {ci} band; the dashed line is the {params.target_acc:.0%} target, the "
+                                         f"dotted one chance (1 in {params.n_classes})."))
     comparison = summary["comparison"]
     if comparison.get("status") == "ok" and comparison["metrics"][params.primary_metric]["unit_differences"]:
         _paired_figure(fig_dir / "paired_differences.png", comparison, params)
@@ -204,8 +208,9 @@ def make_figures(fig_dir: Path, epochs, metrics, summary, params) -> list[Figure
                           f"Share of trials that have reached {params.target_acc:.0%} validation accuracy by each "
                           f"epoch (Kaplan-Meier; a trial that never gets there is censored at its last epoch)."))
     _test_acc_figure(fig_dir / "test_acc.png", metrics, styles, params)
-    out.append(FigureSpec("test_acc.png", f"Test accuracy per arm: one dot per trial, black square = mean with "
-                                          f"{ci} t-interval, gold star = the paper's single run."))
+    out.append(FigureSpec("test_acc.png", f"Test accuracy per arm: one dot per trial, black square = mean over "
+                                          f"seeds with its {ci} bootstrap interval, gold star = the paper's single "
+                                          f"run, dotted line = chance."))
     used = metrics.loc[metrics["in_analysis"]]
     if "lr" in used and used["lr"].nunique() > 1:
         _lr_figure(fig_dir / "lr_sensitivity.png", metrics, styles, params)

@@ -1,4 +1,4 @@
-"""Intervals and tests: bootstrap and t intervals of a mean, Wilcoxon signed-rank, Kaplan-Meier, log-rank.
+"""Intervals and tests: the bootstrap interval of a mean, Wilcoxon signed-rank, Kaplan-Meier, log-rank.
 
 Thin wrappers over scipy.stats that return plain dicts and say why when a number cannot be computed
 (too few values, no spread, nothing reached), so the report can print the reason instead of a NaN.
@@ -45,21 +45,6 @@ def bootstrap_mean_ci(values: Sequence[float], params: AnalysisParams) -> dict:
     return {"low": None, "high": None, "method": "bootstrap failed"}
 
 
-def t_interval(values: Sequence[float], confidence: float) -> tuple[float, float]:
-    """Student-t interval of a mean: mean +- t(1 - (1 - confidence)/2, n - 1) * sd / sqrt(n).
-
-    NaN for n < 2, the point when the spread is 0.
-    """
-    x = _finite(values)
-    if len(x) < 2:
-        return math.nan, math.nan
-    m, sd = float(x.mean()), float(x.std(ddof=1))
-    if np.ptp(x) == 0:
-        return float(x[0]), float(x[0])
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1)) * sd / math.sqrt(len(x))
-    return m - half, m + half
-
-
 def min_wilcoxon_p(n: int) -> float:
     """Smallest two-sided exact Wilcoxon signed-rank p-value possible with n non-zero differences: 2 / 2^n."""
     return min(1.0, 2.0 / 2 ** n) if n > 0 else 1.0
@@ -86,6 +71,26 @@ def wilcoxon_test(diffs: Sequence[float]) -> dict:
     if floor >= 0.01:
         note = (note + "; " if note else "") + f"with {nonzero} non-zero differences p cannot go below {floor:.3g}"
     return {"p_value": p if math.isfinite(p) else None, "note": note}
+
+
+def difference_stats(diffs: Sequence[float], params: AnalysisParams) -> dict:
+    """Mean of paired differences with its bootstrap CI (``bootstrap_mean_ci``) and two-sided Wilcoxon p
+    (``wilcoxon_test``): keys mean, ci_low, ci_high, ci_method, p_value, p_note."""
+    d = _finite(diffs)
+    ci = bootstrap_mean_ci(d, params)
+    wil = wilcoxon_test(d)
+    return {"mean": float(d.mean()) if len(d) else None, "ci_low": ci["low"], "ci_high": ci["high"],
+            "ci_method": ci["method"], "p_value": wil["p_value"], "p_note": wil["note"]}
+
+
+def excludes_zero(stats: dict) -> bool:
+    """True when an interval (``ci_low``, ``ci_high``) exists and lies entirely on one side of 0."""
+    return stats["ci_low"] is not None and (stats["ci_low"] > 0 or stats["ci_high"] < 0)
+
+
+def shows_effect(stats: dict, alpha: float) -> bool:
+    """The report's rule for "this difference is real": the interval excludes 0 and Wilcoxon p < alpha."""
+    return excludes_zero(stats) and stats["p_value"] is not None and stats["p_value"] < alpha
 
 
 def prob_better(diffs: Sequence[float], direction: str) -> dict:

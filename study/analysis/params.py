@@ -25,7 +25,13 @@ def _default_paper() -> dict:
 
 @dataclass(frozen=True)
 class AnalysisParams:
-    """Knobs of the analysis; validated on construction (ValueError, one sentence)."""
+    """Knobs of the analysis; validated on construction (ValueError, one sentence).
+
+    ``learned_margin``: the verdict rule is applied only when both compared arms learned, i.e. the low end
+    of each arm's accuracy interval (test accuracy, or best validation accuracy when the arm has no test
+    figure; a bootstrap interval over seeds) lies above chance (1 / ``n_classes``) plus this margin.
+    0.05 means 5 percentage points: with 62 classes an arm must be clearly above 6.6%.
+    """
 
     target_acc: float = 0.7                 # absolute validation-accuracy target
     rel_target: float = 0.95                # fraction of the trial's own best val acc
@@ -38,6 +44,8 @@ class AnalysisParams:
     min_seeds: int = 3
     random_state: int = 0
     paper_test_acc: dict = field(default_factory=_default_paper)  # keyed by activation
+    n_classes: int = 62                     # chance accuracy is 1 / n_classes
+    learned_margin: float = 0.05            # an arm learned when its accuracy interval's low end > chance + this
 
     def __post_init__(self) -> None:
         _check_fraction("target_acc", self.target_acc, closed_high=True)
@@ -52,11 +60,24 @@ class AnalysisParams:
         _check_int("n_resamples", self.n_resamples, minimum=100)
         _check_int("min_seeds", self.min_seeds, minimum=1)
         _check_int("random_state", self.random_state, minimum=0)
+        _check_int("n_classes", self.n_classes, minimum=2)
+        if not (_is_real(self.learned_margin) and 0 <= self.learned_margin < 1 - 1 / self.n_classes):
+            raise ValueError(f"analysis.learned_margin must be in [0, 1 - 1/n_classes), got {self.learned_margin!r}")
         object.__setattr__(self, "paper_test_acc", _check_paper(self.paper_test_acc))
         allowed = metric_names(self.fixed_epochs)
         if self.primary_metric not in allowed:
             raise ValueError(f"analysis.primary_metric must be one of {', '.join(allowed)}, "
                              f"got {self.primary_metric!r}")
+
+    @property
+    def chance_acc(self) -> float:
+        """Accuracy of guessing: 1 / n_classes (62 classes: 1.6%)."""
+        return 1 / self.n_classes
+
+    @property
+    def learned_threshold(self) -> float:
+        """What the low end of an arm's accuracy interval must exceed for the arm to count as learned."""
+        return self.chance_acc + self.learned_margin
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "AnalysisParams":

@@ -31,6 +31,7 @@ import pandas as pd
 
 from study.analysis.convergence import convergence_metrics
 from study.analysis.figures import FigureSpec, make_figures
+from study.analysis.intervals import shows_effect
 from study.analysis.params import AnalysisParams, metric_label
 from study.analysis.summary import summarize
 from study.analysis.tables import ARM_FACTORS, arm_label, arm_words, sorted_epochs, sorted_trials
@@ -192,6 +193,7 @@ def report_context(summary: dict, figures: list[FigureSpec], params: AnalysisPar
         "verdict": summary["verdict"],
         "params": params,
         "alpha": 1 - params.confidence,
+        "chance": params.chance_acc, "learned_threshold": params.learned_threshold,
         "primary_label": metric_label(params.primary_metric, params),
         "fast": arm_words(params.faster_arm), "slow": arm_words(params.slower_arm),
         "faster_label": arm_label(params.faster_arm), "slower_label": arm_label(params.slower_arm),
@@ -206,7 +208,8 @@ def report_context(summary: dict, figures: list[FigureSpec], params: AnalysisPar
         **_results(c, params),
         **_factorial(summary, params),
         **_test_accuracy(summary),
-        "strata": _strata(c, primary, params),
+        "learning": _learning(c.get("learning")),
+        "by_axis": _by_axis(primary, summary.get("factorial_by", {}), params),
         **_caveats(d),
         "figures": {f.filename: {"filename": f.filename, "caption": f.caption,
                                  "data_uri": "data:image/png;base64,"
@@ -260,30 +263,71 @@ def _test_accuracy(summary: dict) -> dict:
     table = [[arm_label({k: r[k] for k in ARM_FACTORS}), *[_values([r[k]]) for k in extra], f"{r['n']}",
               _metric_value("test_acc", r["mean_test_acc"]),
               "–" if r["sd_test_acc"] is None else f"{r['sd_test_acc'] * 100:.2f} pp",
-              "–" if r["ci_low"] is None else f"{r['ci_low'] * 100:.2f}% to {r['ci_high'] * 100:.2f}%",
+              _ci_pct(r["ci_low"], r["ci_high"]),
               _metric_value("test_acc", r["paper_test_acc"])] for r in rows]
     sds = [r["sd_test_acc"] for r in rows if r["sd_test_acc"] is not None]
     return {"test_extra": extra, "test_rows": table, "test_sds": [min(sds), max(sds)] if sds else None}
 
 
-def _strata(c: dict, m: dict | None, params: AnalysisParams) -> dict | None:
-    if not m or not m["by_stratum"]:
+def _learning(learning: dict | None) -> dict | None:
+    if not learning:
         return None
-    keys = [k for k in m["by_stratum"][0] if k not in ("n_pairs", "mean_diff", "prob_faster_better")]
-    rows = [[_values([s[k] for k in keys]), s["n_pairs"],
-             _metric_value(params.primary_metric, s["mean_diff"], diff=True), _num(s["prob_faster_better"], 2)]
-            for s in m["by_stratum"]]
-    return {"by": ", ".join(keys), "rows": rows}
+    rows = [[a["arm"], a["measure"], a["n_seeds"], _metric_value("test_acc", a["mean"]),
+             _ci_pct(a["ci_low"], a["ci_high"]), "yes" if a["learned"] else "no"] for a in learning["arms"]]
+    return {**learning, "rows": rows}
+
+
+def _ci_pct(lo: Any, hi: Any) -> str:
+    return "–" if lo is None else f"{lo * 100:.2f}% to {hi * 100:.2f}%"
+
+
+def _by_axis(m: dict | None, factorial_by: dict, params: AnalysisParams) -> list[dict]:
+    """Per extra pair axis (lr, weights, ...): the primary difference per level, contrasts between levels,
+    and the 2x2 split per level when the grid is crossed."""
+    if not m:
+        return []
+    metric = params.primary_metric
+    out = []
+    for axis, by in m.get("by_axis", {}).items():
+        item = {
+            "axis": axis,
+            "reference": _values([by["levels"][0]["level"]]) if by["levels"] else "–",
+            "rows": [[_values([lv["level"]]), f"{lv['n_pairs']} / {lv['n_seeds']}",
+                      _metric_value(metric, lv["mean"], diff=True), _ci(metric, lv["ci_low"], lv["ci_high"]),
+                      _p(lv["p_value"]), _num(lv["prob_faster_better"], 2)] for lv in by["levels"]],
+            "contrast_rows": [[f"{_values([c['level']])} minus {_values([c['reference']])}", c["n_seeds"],
+                               _metric_value(metric, c["mean"], diff=True), _ci(metric, c["ci_low"], c["ci_high"]),
+                               _p(c["p_value"])] for c in by["contrasts"]],
+            "depends": any(shows_effect(c, 1 - params.confidence) for c in by["contrasts"]),
+            "factorial": None,
+        }
+        fac = factorial_by.get(axis)
+        if fac:
+            names = list(fac["levels"][0]["effects"])
+            item["factorial"] = {
+                "factors": names[:2],
+                "rows": [[_values([lv["level"]])]
+                         + [f"{_metric_value(metric, lv['effects'][k]['mean'], diff=True)} "
+                            f"({_ci(metric, lv['effects'][k]['ci_low'], lv['effects'][k]['ci_high'])})" for k in names]
+                         + [str(lv["n_seeds"])] for lv in fac["levels"]],
+                "contrast_rows": [[f"{_values([c['level']])} minus {_values([c['reference']])}"]
+                                  + [f"{_metric_value(metric, c['effects'][k]['mean'], diff=True)} "
+                                     f"({_ci(metric, c['effects'][k]['ci_low'], c['effects'][k]['ci_high'])}; "
+                                     f"p {_p(c['effects'][k]['p_value'])})" for k in names]
+                                  + [str(c["n_seeds"])] for c in fac["contrasts"]],
+                "depends": {k: any(shows_effect(c["effects"][k], 1 - params.confidence) for c in fac["contrasts"])
+                            for k in names[:2]},
+            }
+        out.append(item)
+    return out
 
 
 def _caveats(d: dict) -> dict:
     axes = d.get("config_axes", {})
     weights = next((axes[k] for k in ("weights", "pretrained", "init") if k in axes), None)
-    if weights is None:
-        base = "unrecorded"
-    elif any(str(w).lower() in ("none", "false", "random", "scratch") for w in weights):
-        base = "scratch"
-    else:
-        base = None
+    names = {str(w).lower() for w in weights or []}
     settings = {k: v for k, v in axes.items() if k not in ("seed", "lr", "weights", "pretrained", "init")}
-    return {"base_caveat": base, "scale_settings": "; ".join(f"{k} {_values(v)}" for k, v in settings.items())}
+    return {"base_unrecorded": weights is None,
+            "base_scratch": bool(names & {"none", "false", "random", "scratch"}),
+            "base_glyphs": "glyphs" in names,
+            "scale_settings": "; ".join(f"{k} {_values(v)}" for k, v in settings.items())}

@@ -12,9 +12,9 @@ import pandas as pd
 from study.analysis.comparison import compare_arms
 from study.analysis.convergence import convergence_metrics
 from study.analysis.describe import design_summary, test_accuracy_by_arm
-from study.analysis.factorial import factorial_effects
+from study.analysis.factorial import factorial_by, factorial_effects
 from study.analysis.params import AnalysisParams
-from study.analysis.tables import ARM_FACTORS
+from study.analysis.tables import ARM_FACTORS, config_columns
 from study.analysis.verdict import verdict
 
 
@@ -44,23 +44,34 @@ def summarize(epochs: pd.DataFrame, trials: pd.DataFrame, params: AnalysisParams
     Deterministic: every bootstrap is seeded with ``params.random_state``.
     Keys: params, design, comparison, factorial (per metric: primary,
     epochs_to_target, test_acc; None when the grid is not crossed),
-    test_accuracy, verdict.
+    factorial_by (the primary metric's 2x2 split per level of each extra pair
+    axis such as weights, see ``factorial_by``), test_accuracy, verdict.
     """
     params = params or AnalysisParams()
     metrics = convergence_metrics(epochs, trials, params)
     if metrics.empty or "in_analysis" not in metrics:
         comparison = {"status": "missing_arm", "message": "there are no trials to analyse.", "metrics": {},
                       "survival": {}, "factorial": None, "unpaired": [], "n_pairs": 0}
-        design, test_acc, factorial = {"n_trials": 0}, [], {}
+        design, test_acc, factorial, factorial_by_axis = {"n_trials": 0}, [], {}, {}
     else:
         comparison = compare_arms(metrics, params)
         design = design_summary(metrics, params)
-        by = ["lr"] if "lr" in metrics and metrics.groupby(list(ARM_FACTORS))["lr"].nunique().max() > 1 else []
-        test_acc = test_accuracy_by_arm(metrics, params, by=by).to_dict("records")
+        test_acc = test_accuracy_by_arm(metrics, params, by=varying_axes(metrics)).to_dict("records")
         factorial = {m: factorial_effects(metrics, params, m)
                      for m in dict.fromkeys([params.primary_metric, "epochs_to_target", "test_acc"])}
+        factorial_by_axis = {axis: factorial_by(metrics, params, params.primary_metric, axis)
+                             for axis in comparison["pair_on"] if axis != "seed"}
     return _jsonable({
         "params": params.to_dict(), "design": design, "comparison": comparison,
-        "factorial": factorial, "test_accuracy": test_acc,
-        "verdict": verdict(comparison, params),
+        "factorial": factorial, "factorial_by": {k: v for k, v in factorial_by_axis.items() if v},
+        "test_accuracy": test_acc, "verdict": verdict(comparison, params),
     })
+
+
+def varying_axes(metrics: pd.DataFrame) -> list[str]:
+    """Config columns besides the arm factors and seed (lr, weights, ...) that take several values within
+    some arm among the analysed trials: the test-accuracy table is split by them."""
+    used = metrics.loc[metrics["in_analysis"]]
+    keys = [k for k in ARM_FACTORS if k in used]
+    return [c for c in config_columns(used) if c not in (*ARM_FACTORS, "seed")
+            and len(used) and used.groupby(keys)[c].nunique().max() > 1]

@@ -99,6 +99,16 @@ def distinct(series: pd.Series) -> list:
         return sorted(vals, key=str)
 
 
+def seed_means(df: pd.DataFrame, column: str) -> np.ndarray:
+    """Mean of ``column`` per seed over the rows with a finite value, in seed order: one number per
+    independent unit (several trials of one seed, e.g. over an lr grid, count once)."""
+    v = pd.to_numeric(df[column], errors="coerce").astype(float) if column in df else pd.Series(dtype=float)
+    ok = np.isfinite(v.to_numpy(dtype=float))
+    if not ok.any():
+        return np.zeros(0)
+    return v[ok].groupby(df.loc[ok, "seed"], sort=True).mean().to_numpy(dtype=float)
+
+
 def prepare_trials(epochs: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     """Check the two tables and complete ``trials``: string ids, defaults for missing result columns.
 

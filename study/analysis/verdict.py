@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from study.analysis.intervals import excludes_zero
 from study.analysis.params import AnalysisParams
 from study.analysis.tables import arm_label, arm_words
 
@@ -32,10 +33,6 @@ def _factor_phrase(factor: str, levels: dict) -> str:
     return f"changing {factor} from {lv['slower']} to {lv['faster']}"
 
 
-def _excludes_zero(e: dict) -> bool:
-    return e["ci_low"] is not None and (e["ci_low"] > 0 or e["ci_high"] < 0)
-
-
 def _factorial_sentence(fac: dict) -> str:
     fa, fb = fac["factors"]
     eff = fac["effects"]
@@ -44,7 +41,7 @@ def _factorial_sentence(fac: dict) -> str:
     text = (f"Splitting the difference with the two mixed arms ({fac['n_seeds']} complete seed(s)): "
             f"{parts[0]}, and {parts[1]}; the interaction is {_fmt(eff['interaction']['mean'])} "
             f"(CI {_fmt(eff['interaction']['ci_low'])} to {_fmt(eff['interaction']['ci_high'])}).")
-    sig = [f for f in (fa, fb) if _excludes_zero(eff[f])]
+    sig = [f for f in (fa, fb) if excludes_zero(eff[f])]
     if len(sig) == 1:
         other = fb if sig[0] == fa else fa
         text += (f" So the difference comes from {_factor_phrase(sig[0], fac['levels'])}, "
@@ -53,29 +50,57 @@ def _factorial_sentence(fac: dict) -> str:
         text += " Both factors contribute."
     else:
         text += " Neither factor on its own is distinguishable from zero."
-    if _excludes_zero(eff["interaction"]):
+    if excludes_zero(eff["interaction"]):
         text += " The two factors interact, so each main effect depends on the level of the other."
     return text
 
 
-def verdict(comparison: dict, params: AnalysisParams | None = None) -> dict:
-    """Label ('supported', 'contradicted', 'inconclusive', 'no verdict') and a plain-words paragraph.
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x * 100:.2f}%"
 
-    Rule on the primary metric, symmetric: CI entirely on the claimed side of 0 and
-    Wilcoxon p < 1 - confidence -> supported; CI entirely on the other side and
-    p < 1 - confidence -> contradicted; otherwise inconclusive.  Fewer than ``min_seeds`` paired
-    seeds (or a missing arm) -> no verdict.
+
+def _not_learned_text(learning: dict, params: AnalysisParams) -> str:
+    arms = []
+    for a in learning["arms"]:
+        what = "test accuracy" if a["measure"] == "test_acc" else "best validation accuracy (no test figure)"
+        ci = (f"; {params.confidence:.0%} bootstrap CI {_pct(a['ci_low'])} to {_pct(a['ci_high'])}"
+              if a["ci_low"] is not None else "")
+        arms.append(f"{a['arm']} reached {_pct(a['mean'])} {what} (mean over {a['n_seeds']} seed(s){ci})")
+    failed = [a["arm"] for a in learning["arms"] if not a["learned"]]
+    return ("Cannot judge the claim: the compared models did not learn. " + "; ".join(arms) + ". "
+            f"Chance is {_pct(learning['chance'])} (1 in {params.n_classes}); an arm counts as having learned "
+            f"only when the low end of its interval is above {_pct(learning['threshold'])} (chance plus "
+            f"learned_margin, {params.learned_margin * 100:.2f} points), and "
+            + " and ".join(failed) + (" does not" if len(failed) == 1 else " do not")
+            + ". How fast models that stay near chance lower their loss says nothing about the claim.")
+
+
+def verdict(comparison: dict, params: AnalysisParams | None = None) -> dict:
+    """Label ('supported', 'contradicted', 'inconclusive', 'no verdict'), the reason for 'no verdict', and
+    a plain-words paragraph.
+
+    In order: a missing arm -> no verdict ("an arm is missing"); fewer than ``min_seeds`` paired seeds
+    on the primary measure -> no verdict ("too few paired seeds"); a compared arm that did not learn
+    (``comparison["learning"]``, see ``describe.learning_check``) -> no verdict ("the models did not
+    learn").  Otherwise the rule on the primary metric, symmetric: CI entirely on the claimed side of 0
+    and Wilcoxon p < 1 - confidence -> supported; CI entirely on the other side and
+    p < 1 - confidence -> contradicted; otherwise inconclusive.
     """
     params = params or AnalysisParams()
     fast, slow = arm_words(params.faster_arm), arm_words(params.slower_arm)
     if comparison.get("status") != "ok":
-        return {"label": "no verdict", "text": f"Cannot judge the claim: {comparison.get('message', 'no comparison was possible.')}"}
+        return {"label": "no verdict", "reason": "an arm is missing",
+                "text": f"Cannot judge the claim: {comparison.get('message', 'no comparison was possible.')}"}
     m = comparison["metrics"][params.primary_metric]
     if m["n_seeds"] < params.min_seeds:
-        return {"label": "no verdict",
-                "text": (f"Cannot judge the claim: only {m['n_seeds']} paired seed(s) have a value for the primary measure "
-                         f"({m['label']}), fewer than the {params.min_seeds} required; "
+        return {"label": "no verdict", "reason": "too few paired seeds",
+                "text": (f"Cannot judge the claim: only {m['n_seeds']} paired seed(s) have a value for the primary "
+                         f"measure ({m['label']}), fewer than the {params.min_seeds} required; "
                          f"{len(comparison['unpaired'])} trial(s) had no partner in the other arm.")}
+    learning = comparison.get("learning")
+    if learning and not learning["all_learned"]:
+        return {"label": "no verdict", "reason": "the models did not learn",
+                "text": _not_learned_text(learning, params)}
     lower = m["direction"] == "lower"
     alpha = 1 - params.confidence
     lo, hi, p = m["ci_low"], m["ci_high"], m["p_value"]
@@ -107,4 +132,4 @@ def verdict(comparison: dict, params: AnalysisParams | None = None) -> dict:
     fac = comparison.get("factorial")
     if fac and fac["n_seeds"] > 0:
         text += " " + _factorial_sentence(fac)
-    return {"label": label, "text": text}
+    return {"label": label, "reason": None, "text": text}
