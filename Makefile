@@ -4,6 +4,8 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/quick.yaml
+# make serve: a checkpoint, a run or trial folder, or an experiment (its best trial); default: CONFIG's study
+CHECKPOINT ?= results/ray/$(basename $(notdir $(CONFIG)))
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -11,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-.PHONY: venv run test tensorboard bench
+.PHONY: venv run test tensorboard bench serve
 venv: $(STAMP)
 
 run: $(STAMP)  ## the study (quick.yaml by default: offline, a few minutes on 2 CPU cores)
@@ -19,6 +21,9 @@ run: $(STAMP)  ## the study (quick.yaml by default: offline, a few minutes on 2 
 
 test: $(STAMP)  ## the whole test suite
 	$(VENV)/bin/python -m pytest -q
+
+serve: $(STAMP)  ## draw a character on CHECKPOINT's model (default: the best trial of `make run`), on 127.0.0.1:8000
+	$(VENV)/bin/hwr serve $(CHECKPOINT)
 
 tensorboard: $(STAMP)  ## Tune's TensorBoard logs of every experiment, on 127.0.0.1:6006
 	$(VENV)/bin/tensorboard --logdir results/ray --host 127.0.0.1 --port 6006

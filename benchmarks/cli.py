@@ -15,6 +15,7 @@ import sys
 
 BENCHMARKS = {  # name -> (module, what it measures)
     "pipeline": ("benchmarks.pipeline", "naive pipeline vs ours, per stage and for a whole study"),
+    "serve": ("benchmarks.serve", "hwr serve's latency per prediction (drawing and upload)"),
 }
 
 

@@ -13,9 +13,10 @@ from hwr.config import ConfigError, load_config
 from hwr.data import DataError, download, find_root, make_splits, scan, verify
 from hwr.model import ModelError
 from hwr.predict import PredictError, predict
+from hwr.serve import ServeError
 from hwr.train import CHECKPOINT_FILE, TrainError, train_to_dir
 
-USER_ERRORS = (ConfigError, DataError, ModelError, TrainError, PredictError)
+USER_ERRORS = (ConfigError, DataError, ModelError, TrainError, PredictError, ServeError)
 
 
 def _data(args: argparse.Namespace) -> None:
@@ -65,6 +66,12 @@ def _predict(args: argparse.Namespace) -> None:
         print(f"{p.image}: " + "  ".join(f"{c} {prob:.3f}" for c, prob in p.top))
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from hwr.serve import serve
+
+    serve(Path(args.checkpoint), host=args.host, port=args.port)
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hwr", description="Chars74K handwritten characters with VGG16.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -88,6 +95,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.add_argument("--top", type=int, default=3)
     p.set_defaults(func=_predict)
+
+    s = sub.add_parser("serve", help="a page to draw a character (or upload an image) and see the top 3")
+    s.add_argument("checkpoint", help="checkpoint.pt, a run folder, a trial folder or a study's experiment folder")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    s.set_defaults(func=_serve)
     return ap
 
 
