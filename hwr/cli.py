@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 from hwr.config import ConfigError, load_config
-from hwr.data import DataError, download, find_root, make_splits, scan, verify
+from hwr.data import CLASSES, DataError, download, find_root, make_splits, scan, verify
+from hwr.data.fetch import OFFICIAL_URL
+from hwr.files import unwritable
 from hwr.model import ModelError
 from hwr.predict import PredictError, predict
 from hwr.serve import ServeError
@@ -22,7 +24,7 @@ USER_ERRORS = (ConfigError, DataError, ModelError, TrainError, PredictError, Ser
 def _data(args: argparse.Namespace) -> None:
     root = find_root(args.data_dir)
     if args.action == "download":
-        download(root)
+        download(root, url=args.url)
         print(f"Chars74K downloaded and verified in {root}")
         return
     if args.action == "verify":
@@ -30,6 +32,8 @@ def _data(args: argparse.Namespace) -> None:
         print(f"{info.root}: {info.layout} layout, {info.num_classes} classes, {info.num_images} images; "
               f"every file checked (against the sha256 manifest of the genuine set, else by decoding it)")
         return
+    if args.split_seed < 0:
+        raise DataError(f"--split-seed must be >= 0, got {args.split_seed}.")
     samples = scan(root)
     import numpy as np
 
@@ -46,6 +50,8 @@ def _data(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.set)
     out = Path(args.out)
+    if why := unwritable(out):
+        raise TrainError(f"--out {out} cannot be written: {why}.")
     if args.fresh and (out / CHECKPOINT_FILE).exists():
         (out / CHECKPOINT_FILE).unlink()
     total = cfg.train.epochs
@@ -62,6 +68,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    if not 1 <= args.top <= len(CLASSES):
+        raise PredictError(f"--top must be between 1 and {len(CLASSES)}, got {args.top}.")
     for p in predict(Path(args.checkpoint), [Path(i) for i in args.images], k=args.top):
         print(f"{p.image}: " + "  ".join(f"{c} {prob:.3f}" for c, prob in p.top))
 
@@ -81,6 +89,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--data-dir", help="dataset folder (default: $HWR_DATA_DIR, else the user cache)")
     d.add_argument("--split", choices=["paper", "writer"], default="paper")
     d.add_argument("--split-seed", type=int, default=0)
+    d.add_argument("--url", default=OFFICIAL_URL, help="download: the archive's URL (file:// for a local copy)")
     d.set_defaults(func=_data)
 
     t = sub.add_parser("train", help="train one run and write history.csv, summary.json, checkpoint.pt")
@@ -111,7 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"hwr: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a folder that cannot be written: files are written whole or not at all
+        print(f"hwr: error: {os_error(e)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def os_error(e: OSError) -> str:
+    """One sentence for a file operation that failed."""
+    return f"{e.strerror or e} ({e.filename})." if e.filename else f"{e.strerror or e}."
 
 
 if __name__ == "__main__":

@@ -119,6 +119,8 @@ def _validate(cfg: Config) -> Config:
     _check_choice("data.split", d.split, SPLITS)
     if d.image_size < 32 or d.image_size % 32:
         raise ConfigError(f"data.image_size must be a multiple of 32 and at least 32, got {d.image_size}.")
+    if d.split_seed < 0:
+        raise ConfigError(f"data.split_seed must be >= 0, got {d.split_seed}.")
     if m.weights not in ("imagenet", "none") and not m.weights.endswith((".pt", ".pth")):
         raise ConfigError(
             f"model.weights must be imagenet, none or a path to a .pt/.pth state dict, got {m.weights!r}."
@@ -131,8 +133,8 @@ def _validate(cfg: Config) -> Config:
     if m.base_seed is not None and m.weights != "none":
         raise ConfigError(f"model.base_seed only applies with model.weights none, not {m.weights!r}; remove it.")
     _check_choice("train.optimizer", t.optimizer, OPTIMIZERS)
-    if not t.lr > 0:
-        raise ConfigError(f"train.lr must be > 0, got {t.lr}.")
+    if not 0 < t.lr < float("inf"):
+        raise ConfigError(f"train.lr must be a finite number > 0, got {t.lr}.")
     if not 0.0 <= t.momentum < 1.0:
         raise ConfigError(f"train.momentum must be in [0, 1), got {t.momentum}.")
     if t.batch_size < 1:

@@ -4,14 +4,20 @@ While `trainable_from` is `none` or `blockN`, the layers before it never change,
 every image is a pure function of (weights, normalization, images, frozen depth). Training then runs only
 the rest of the network on these stored activations: the same numbers as running the frozen layers every
 step (a test checks it), at a fraction of the cost.
+
+Each cached set is a `.npy` file with a `.json` sidecar holding its shape, dtype and CRC-32, both written
+whole (temporary file, then rename). A set whose file does not match its sidecar (truncated, damaged,
+half-copied) is never used: it is computed again, with a warning naming the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
-import tempfile
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +25,8 @@ import torch
 
 from hwr.config import Config
 from hwr.data import default_cache_dir
-from hwr.model import BLOCK_START, HWRNet, base_seed, frozen_shape
+from hwr.files import atomic_write
+from hwr.model import BLOCK_START, HWRNet, ModelError, base_seed, frozen_shape
 
 FORMAT = 1
 # Beyond this many bytes the frozen activations are not stored (block1 at 224 px would need ~40 GB);
@@ -33,7 +40,10 @@ def weights_id(weights: str, seed: int) -> str:
         return "imagenet1k_v1"
     if weights == "none":
         return f"random-seed{seed}"
-    digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
+    try:
+        digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
+    except OSError as e:
+        raise ModelError(f"model.weights file {weights} cannot be read ({e.strerror or type(e).__name__}).") from None
     return f"file-{digest}"
 
 
@@ -74,24 +84,51 @@ def cache_path(key: str, device_type: str, cache_dir: Path | None = None) -> Pat
 
 
 def load_cached(key: str, device_type: str, cache_dir: Path | None = None) -> np.ndarray | None:
-    """The stored activations of `key`, or None when this machine has not computed them yet."""
+    """The stored activations of `key`, or None when this machine has not computed them yet, or when the
+    stored file does not match its sidecar (then with a warning naming it: the caller computes them again)."""
     path = cache_path(key, device_type, cache_dir)
-    return np.load(path) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text())
+        z = np.load(path, allow_pickle=False)
+        if list(z.shape) != meta["shape"] or str(z.dtype) != meta["dtype"] or _crc(z) != meta["crc32"]:
+            raise ValueError("its content does not match its checksum")
+    except FileNotFoundError:  # written before sidecars existed, or its writer stopped in between
+        return None
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
+        warnings.warn(f"The frozen-feature cache {path} is damaged ({e}); computing it again.", stacklevel=2)
+        return None
+    return z
+
+
+def _crc(z: np.ndarray) -> int:
+    return zlib.crc32(memoryview(np.ascontiguousarray(z)).cast("B"))
+
+
+def store(z: np.ndarray, key: str, device_type: str, cache_dir: Path | None = None) -> Path:
+    """Write activations and their sidecar (shape, dtype, CRC-32), each whole; returns the array's path."""
+    path = cache_path(key, device_type, cache_dir)
+    meta = {"format": FORMAT, "shape": list(z.shape), "dtype": str(z.dtype), "crc32": _crc(z)}
+    atomic_write(path, lambda f: np.save(f, z))  # the sidecar last: an array without one is not used
+    atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta).encode()))
+    return path
 
 
 def frozen_features(model: HWRNet, images: np.ndarray, key: str, device: torch.device,
                     cache_dir: Path | None = None) -> torch.Tensor | None:
-    """The frozen activations for `images`, from the disk cache when present; None when too large to keep."""
+    """The frozen activations for `images`, from the disk cache when present; None when too large to keep.
+
+    A cache that cannot be written (a full disk) is skipped with a warning: the activations are still returned."""
     if frozen_nbytes(model.cfg.trainable_from, len(images), images.shape[-1]) > MAX_BYTES:
         return None
     cached = load_cached(key, device.type, cache_dir)
     if cached is not None:
         return torch.from_numpy(cached)
-    path = cache_path(key, device.type, cache_dir)
-    cache_dir = path.parent
     z = compute_frozen(model, images, device)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".tmp", delete=False) as f:
-        np.save(f, z.numpy())
-    os.replace(f.name, path)
+    try:
+        store(z.numpy(), key, device.type, cache_dir)
+    except OSError as e:
+        warnings.warn(f"Could not write the frozen-feature cache for {key} ({e.strerror or e}); "
+                      "it will be computed again next time.", stacklevel=2)
     return z

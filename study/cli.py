@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from hwr.cli import USER_ERRORS
+from hwr.cli import USER_ERRORS, os_error
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -37,18 +37,29 @@ def _lr_search(args: argparse.Namespace) -> None:
 
 def analyze(path: str, out: str | None) -> Path:
     """Tables, statistics, figures and report of the experiment at `path` (from its storage alone)."""
+    from hwr.config import ConfigError
+    from hwr.files import unwritable
     from study.analysis.params import AnalysisParams
     from study.analysis.report import write_report
     from study.experiment import load_tables, read_study_doc
+    from study.run import StudyError
+    from study.state import resumable
 
     if "://" not in path:
         path = str(Path(path).resolve())
     doc = read_study_doc(path)
     params = AnalysisParams.from_dict(doc.get("analysis") or {})
-    trials, epochs = load_tables(path)
     name = doc.get("name") or Path(path).name
     target = Path(out) if out else Path((doc.get("run") or {}).get("results_dir", "results")) / name
-    write_report(target, epochs, trials, params, name=name, source=shown_path(path))
+    if why := unwritable(target):
+        raise ConfigError(f"The report folder {target} cannot be written: {why}.")
+    resumable(path)  # a damaged state file or a missing trial folder: one sentence naming it
+    trials, epochs = load_tables(path)
+    try:
+        write_report(target, epochs, trials, params, name=name, source=shown_path(path))
+    except OSError as e:  # a full disk: write_report leaves the previous report as it was
+        raise StudyError(f"Could not write the report in {target} ({e.strerror or e}); "
+                         "the report there before, if any, is unchanged.") from None
     print(f"Report: {target / 'report.html'} ({len(trials)} trials)")
     return target
 
@@ -89,15 +100,26 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+RESUME_HINT = ("interrupted: run the same command again to resume (finished trials are kept, unfinished ones "
+               "continue from their last checkpoint).")
+
+
 def main(argv: list[str] | None = None) -> int:
     from study.run import StudyError
+    from study.state import StateError
 
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (*USER_ERRORS, StudyError) as e:
+    except (*USER_ERRORS, StudyError, StateError) as e:
         print(f"hwr-study: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a folder that cannot be written
+        print(f"hwr-study: error: {os_error(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C: Tune has saved the experiment's state
+        print(f"hwr-study: {RESUME_HINT if args.command == 'run' else 'interrupted.'}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from PIL import Image
 
 from hwr.data.chars74k import DataError, Sample, default_cache_dir, scan
 from hwr.data.parallel import map_chunks
+from hwr.files import atomic_write
 
 # Bump when preprocessing or the file format changes; old cache files are then ignored.
 FORMAT_VERSION = 1
@@ -75,33 +75,32 @@ def _cache_file(root: Path, samples: list[Sample], image_size: int, cache_dir: P
 
 
 def _read_cache(path: Path, labels: np.ndarray, writers: np.ndarray, image_size: int) -> np.ndarray | None:
-    """The cached images if path holds a complete, matching cache file, else None."""
+    """The cached images if path holds a complete, matching cache file, else None.
+
+    The file is a zip archive: reading an array checks its CRC-32, so a truncated or damaged file is
+    detected (and then decoded again, with a warning naming it), never used.
+    """
+    if not path.exists():
+        return None
     try:
         with np.load(path, allow_pickle=False) as z:
             images, cached_labels, cached_writers = z["images"], z["labels"], z["writers"]
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-        return None
-    if (
-        images.dtype != np.uint8
-        or images.shape != (len(labels), image_size, image_size)
-        or not np.array_equal(cached_labels, labels)
-        or not np.array_equal(cached_writers, writers)
-    ):
+        if (
+            images.dtype != np.uint8
+            or images.shape != (len(labels), image_size, image_size)
+            or not np.array_equal(cached_labels, labels)
+            or not np.array_equal(cached_writers, writers)
+        ):
+            raise ValueError("its arrays do not match the images it stands for")
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        warnings.warn(f"The image cache {path} is damaged ({exc}); decoding the images again.", stacklevel=3)
         return None
     return images
 
 
 def _write_cache(path: Path, images: np.ndarray, labels: np.ndarray, writers: np.ndarray) -> None:
-    """Write the cache file under a temporary name in the same directory, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, images=images, labels=labels, writers=writers)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the cache file whole (a temporary file in the same directory, then a rename)."""
+    atomic_write(path, lambda f: np.savez(f, images=images, labels=labels, writers=writers))
 
 
 def load_dataset(

@@ -25,7 +25,7 @@ def safe_extract(archive: Path, dest: Path) -> None:
     try:
         tf = tarfile.open(archive)
     except (tarfile.TarError, OSError) as exc:
-        raise DataError(f"{archive} is not a readable tar archive ({exc}).") from exc
+        raise DataError(f"{archive} is not a readable tar archive ({str(exc).splitlines()[0].rstrip(':')}).") from exc
     with tf:
         try:
             members = tf.getmembers()
@@ -88,7 +88,10 @@ def download(root: str | Path, *, url: str = OFFICIAL_URL, archive_sha256: str |
         if archive_sha256 is not None and sha256_file(archive) != archive_sha256.lower():
             raise DataError(f"{url} does not have the expected sha256 {archive_sha256}.")
         tree = staging / "tree"
-        safe_extract(archive, tree)
+        try:
+            safe_extract(archive, tree)
+        except DataError as exc:  # name what the user gave, not the staging copy
+            raise DataError(str(exc).replace(str(archive), url)) from exc
         try:
             verify(tree, expected_per_class=55, manifest=True)
         except DataError as exc:

@@ -8,8 +8,9 @@ as base64 PNG).  The Markdown macros escape ``|`` in table cells; the html macro
 
 ``write_report`` renders everything into a temporary folder inside ``out_dir`` and only then moves the
 files into place (``os.replace``; the ``figures`` folder is swapped as a whole), so a failure while
-rendering leaves the previous report untouched and never a half-written one.  Other files in
-``out_dir`` are left alone.
+rendering leaves the previous report untouched and never a half-written one; a process killed before
+the moves leaves only its temporary folder (named with its pid), which the next ``write_report`` into
+the same folder removes.  Other files in ``out_dir`` are left alone.
 
 Determinism: every output depends only on the input tables and parameters (no timestamps, seeded
 bootstrap, sorted rows, PNGs without the "Software" metadata entry).
@@ -38,6 +39,7 @@ from study.analysis.tables import ARM_FACTORS, arm_label, arm_words, sorted_epoc
 from study.analysis.verdict import format_p
 
 FILES = ("trials.csv", "epochs.csv", "summary.json", "report.md", "report.html")
+TMP_PREFIX = ".report-tmp-"
 
 
 # --------------------------------------------------------------------------- entry point
@@ -57,7 +59,8 @@ def write_report(out_dir: Path, epochs: pd.DataFrame, trials: pd.DataFrame,
     metrics = convergence_metrics(epochs, trials, params)
     summary = summarize(epochs, trials, params)
     summary["report"] = {"name": name, "source": source}
-    tmp = Path(tempfile.mkdtemp(prefix=".report-tmp-", dir=out_dir))
+    _remove_stale_tmp(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=out_dir))
     try:
         _write_csv(tmp / "trials.csv", sorted_trials(metrics))
         _write_csv(tmp / "epochs.csv", sorted_epochs(epochs))
@@ -91,6 +94,24 @@ def rewrite_report(folder: Path, out_dir: Path | None = None) -> dict[str, Path]
     epochs = pd.read_csv(folder / "epochs.csv", dtype={"trial_id": str})
     return write_report(out_dir or folder, epochs, trials, params, name=report.get("name", folder.name),
                         source=report.get("source", str(folder)))
+
+
+def _remove_stale_tmp(out_dir: Path) -> None:
+    """Remove the temporary folders that killed writers left in out_dir (their pid no longer runs)."""
+    for d in out_dir.glob(f"{TMP_PREFIX}*"):
+        pid = d.name.removeprefix(TMP_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _move_into_place(tmp: Path, out_dir: Path) -> None:

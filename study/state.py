@@ -1,0 +1,155 @@
+"""An experiment folder as `hwr-study run` finds it: whole enough to resume, and run by one driver at a time.
+
+Asked to restore an experiment, Ray Tune fails with a traceback on a damaged `tuner.pkl`, and when it cannot
+read one of its state files it logs "Failed to restore the run state" and *starts the experiment over in
+the same folder*: every trial runs a second time beside the first, and the analysis sees each one twice.
+A trial folder deleted by hand is silently taken as finished with no results. Nothing stops two drivers
+from writing one experiment at once either. So, before Tune is asked:
+
+- `resumable(path)` reads the newest of each state file Tune will read and checks that every trial that
+  started still has its folder; a problem is a `StateError`: one sentence naming the file and the way out.
+- `tuner_pkl_ok(path)`: whether `tuner.pkl` loads (`run_study` writes a damaged one again from the config).
+- `lock(path)` holds an exclusive lock beside a local experiment while a driver runs it; a second driver
+  on the same experiment is refused at once. The lock is released when its process ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow.fs
+import ray.cloudpickle
+from ray.tune import ExperimentAnalysis
+from ray.tune.callback import CallbackList
+from ray.tune.execution.tune_controller import TuneController
+from ray.tune.search import BasicVariantGenerator, SearchGenerator, Searcher
+
+TUNER_PKL = "tuner.pkl"
+EXPERIMENT_STATE = TuneController.CKPT_FILE_TMPL.format("*")
+# The other state files Tune restores from (search algorithm, searcher, callbacks): pickles, newest wins.
+OTHER_STATE = tuple(cls.CKPT_FILE_TMPL.format("*") for cls in (BasicVariantGenerator, SearchGenerator, Searcher,
+                                                               CallbackList))
+FRESH = "start over with `hwr-study run --fresh`"
+
+
+class StateError(RuntimeError):
+    """An experiment cannot be resumed or run as it is, explained in one sentence."""
+
+
+def fs_and_path(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    """The filesystem and path of a local path or an s3://, gs://... URI."""
+    if "://" in uri:
+        return pyarrow.fs.FileSystem.from_uri(uri)
+    return pyarrow.fs.LocalFileSystem(), uri
+
+
+def _listing(path: str) -> tuple[pyarrow.fs.FileSystem, str, dict[str, pyarrow.fs.FileInfo]]:
+    fs, p = fs_and_path(path)
+    try:
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(p, allow_not_found=True))
+    except (OSError, NotADirectoryError):
+        infos = []
+    return fs, p, {i.base_name: i for i in infos}
+
+
+def _newest(entries: dict[str, pyarrow.fs.FileInfo], pattern: str) -> str | None:
+    import fnmatch
+
+    matching = fnmatch.filter(entries, pattern)
+    return max(matching) if matching else None  # Tune's rule: names carry the session's start time
+
+
+def _read(fs: pyarrow.fs.FileSystem, file: str) -> bytes:
+    with fs.open_input_stream(file) as f:
+        return f.read()
+
+
+def tuner_pkl_ok(path: str) -> bool:
+    """Whether the experiment's tuner.pkl exists and loads."""
+    fs, p = fs_and_path(path)
+    try:
+        ray.cloudpickle.loads(_read(fs, f"{p}/{TUNER_PKL}"))
+    except Exception:  # noqa: BLE001 - a truncated pickle raises many types
+        return False
+    return True
+
+
+def resumable(path: str) -> bool:
+    """True when the experiment at `path` has state Tune can resume from; False when it has none yet (no
+    trial ran). Raises StateError, naming the file, when its state is damaged or a trial folder is missing."""
+    fs, p, entries = _listing(path)
+    newest = _newest(entries, EXPERIMENT_STATE)
+    trial_dirs = sorted(n for n, i in entries.items() if i.type == pyarrow.fs.FileType.Directory
+                        and not n.startswith("."))
+    if newest is None:
+        if trial_dirs:
+            raise StateError(f"{path} holds {len(trial_dirs)} trial folder(s) but no {EXPERIMENT_STATE} to resume "
+                             f"them from: {FRESH}.")
+        return False
+    try:
+        json.loads(_read(fs, f"{p}/{newest}"))
+    except (OSError, ValueError) as e:
+        raise StateError(f"{path}/{newest} is damaged ({_why(e)}), so Tune cannot resume this experiment: "
+                         f"{FRESH}.") from None
+    for pattern in OTHER_STATE:
+        if (name := _newest(entries, pattern)) is None:
+            continue
+        try:
+            ray.cloudpickle.loads(_read(fs, f"{p}/{name}"))
+        except Exception as e:  # noqa: BLE001 - a truncated pickle raises many types
+            raise StateError(f"{path}/{name} is damaged ({_why(e)}), so Tune cannot resume this experiment: "
+                             f"{FRESH}.") from None
+    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # it warns about the missing folders this looks for
+    try:
+        trials = ExperimentAnalysis(path).trials
+    finally:
+        quiet.setLevel(level)
+    for trial in trials:
+        name = Path(trial.path).name
+        if trial.status != "PENDING" and name not in entries:
+            raise StateError(f"the folder {name} of trial {trial.trial_id} ({trial.status}) is missing from {path}, "
+                             f"so its results are lost: put it back, or {FRESH}.")
+    return True
+
+
+def _why(e: Exception) -> str:
+    return "it cannot be read" if isinstance(e, OSError) else f"{type(e).__name__}: truncated or not Tune's"
+
+
+@contextlib.contextmanager
+def lock(path: str) -> Iterator[None]:
+    """Hold an exclusive lock on the experiment at local `path` while the block runs; StateError at once
+    if another process holds it. Storage given by URI (s3://, gs://) is not locked."""
+    if "://" in path:
+        yield
+        return
+    folder = Path(path)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise StateError(f"{path} is being run by another hwr-study ({holder}); wait for it to end, "
+                             "or give this study another name with --set name=...") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+__all__ = ["StateError", "fs_and_path", "lock", "resumable", "tuner_pkl_ok"]
