@@ -6,6 +6,7 @@ Every user mistake ends as one sentence on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -16,9 +17,10 @@ from hwr.files import unwritable
 from hwr.model import ModelError
 from hwr.predict import PredictError, predict
 from hwr.serve import ServeError
+from hwr.pretrain import PretrainError
 from hwr.train import CHECKPOINT_FILE, TrainError, train_to_dir
 
-USER_ERRORS = (ConfigError, DataError, ModelError, TrainError, PredictError, ServeError)
+USER_ERRORS = (ConfigError, DataError, ModelError, TrainError, PredictError, PretrainError, ServeError)
 
 
 def _data(args: argparse.Namespace) -> None:
@@ -67,6 +69,26 @@ def _train(args: argparse.Namespace) -> None:
     print(f"{state}: best epoch {result.best_epoch}, test_acc {test}; outputs in {out}")
 
 
+def _pretrain(args: argparse.Namespace) -> None:
+    from hwr.pretrain import RECIPES, base_path, base_problem, load_recipe, pretrain, sidecar_path
+
+    recipe = load_recipe(args.config, args.set)
+    name = next((n for n, r in RECIPES.items() if r == recipe), "recipe")  # a named recipe's base is model.weights=<name>
+    out = Path(args.out) if args.out else base_path(recipe, name)
+    if out.suffix not in (".pt", ".pth"):
+        raise PretrainError(f"--out {out} must end in .pt or .pth, as model.weights expects.")
+    if out.exists() and not args.fresh and base_problem(out) is None:  # a damaged one is built again
+        print(f"cached: {out} (the same recipe was built before; --fresh rebuilds it)")
+    else:
+        pretrain(recipe, out)
+    sidecar = json.loads(sidecar_path(out).read_text())
+    own = ", ".join(f"{k} {v:.3f}" for k, v in sidecar["held_out_accuracy"].items())
+    print(f"base: {out}\nsidecar: {sidecar_path(out)}\nheld-out accuracy ({sidecar['num_classes']} glyph classes): "
+          f"{own}; {sidecar['seconds']['total']:.0f} s to build")
+    use = name if name != "recipe" else str(out)
+    print(f"use it with: --set model.weights={use}")
+
+
 def _predict(args: argparse.Namespace) -> None:
     if not 1 <= args.top <= len(CLASSES):
         raise PredictError(f"--top must be between 1 and {len(CLASSES)}, got {args.top}.")
@@ -98,6 +120,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="output folder; an existing run of the same config resumes")
     t.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     t.set_defaults(func=_train)
+
+    r = sub.add_parser("pretrain", help="pretrain a VGG16 conv base on rendered glyphs (offline); see docs/pretraining.md")
+    r.add_argument("--config", help="recipe YAML with glyphs/augment/train sections (default: the built-in recipe)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. train.samples=20000")
+    r.add_argument("--out", help="where to write the base (.pt; default: the cache, by recipe hash)")
+    r.add_argument("--fresh", action="store_true", help="rebuild even if this recipe's base exists")
+    r.set_defaults(func=_pretrain)
 
     p = sub.add_parser("predict", help="top characters for images, from a checkpoint")
     p.add_argument("checkpoint")

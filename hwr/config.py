@@ -24,6 +24,8 @@ TRAINABLE_FROM = ("none", "block1", "block2", "block3", "block4", "block5", "all
 DATASETS = ("chars74k", "synthetic")
 SPLITS = ("paper", "writer")
 OPTIMIZERS = ("sgd", "adam")
+# Conv bases pretrained here on rendered glyphs (hwr.pretrain), built on first use and cached.
+NAMED_BASES = ("glyphs", "glyphs-small")
 
 
 class ConfigError(ValueError):
@@ -41,7 +43,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    weights: str = "imagenet"  # imagenet | none | path to a VGG16 state dict
+    weights: str = "imagenet"  # imagenet | glyphs | glyphs-small | none | path to a VGG16 state dict
     trainable_from: str = "block5"
     activation: str = "relu"
     normalization: str = "per_image"
@@ -81,7 +83,11 @@ def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
     """Convert a YAML scalar to the field's type, refusing what does not fit."""
-    if kind is bool or isinstance(value, bool) and kind is not str:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}.")
+        return value
+    if isinstance(value, bool) and kind is not str:
         raise ConfigError(f"{key} must be a {kind.__name__}, got {value!r}.")
     if kind is int:
         if isinstance(value, float) and value.is_integer():
@@ -105,12 +111,29 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
     raise AssertionError(kind)
 
 
-def _field_type(cls: type, name: str) -> tuple[type, bool]:
-    """(scalar type, nullable) of a dataclass field declared with string annotations."""
+def _field_type(cls: type, name: str) -> tuple[Any, bool]:
+    """(type, nullable) of a dataclass field declared with string annotations: int, float, str, bool, or a
+    tuple of them, as ("tuple", element type, length or None for any length)."""
     ann = {f.name: f.type for f in dataclasses.fields(cls)}[name]
     nullable = "None" in ann
     base = ann.replace("| None", "").strip()
-    return {"int": int, "float": float, "str": str}[base], nullable
+    scalars = {"int": int, "float": float, "str": str, "bool": bool}
+    if base.startswith("tuple["):
+        parts = [p.strip() for p in base[6:-1].split(",")]
+        return ("tuple", scalars[parts[0]], None if parts[-1] == "..." else len(parts)), nullable
+    return scalars[base], nullable
+
+
+def _coerce_field(key: str, value: Any, kind: Any) -> Any:
+    """A field's value: a scalar via _coerce, or a tuple of them from a YAML list."""
+    if isinstance(kind, tuple):
+        _, item, length = kind
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}.")
+        if length is not None and len(value) != length:
+            raise ConfigError(f"{key} must be a list of {length} values, got {len(value)}.")
+        return tuple(_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value))
+    return _coerce(key, value, kind)
 
 
 def _validate(cfg: Config) -> Config:
@@ -121,9 +144,10 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(f"data.image_size must be a multiple of 32 and at least 32, got {d.image_size}.")
     if d.split_seed < 0:
         raise ConfigError(f"data.split_seed must be >= 0, got {d.split_seed}.")
-    if m.weights not in ("imagenet", "none") and not m.weights.endswith((".pt", ".pth")):
+    if m.weights not in ("imagenet", "none", *NAMED_BASES) and not m.weights.endswith((".pt", ".pth")):
         raise ConfigError(
-            f"model.weights must be imagenet, none or a path to a .pt/.pth state dict, got {m.weights!r}."
+            f"model.weights must be imagenet, {', '.join(NAMED_BASES)}, none or a path to a .pt/.pth state dict, "
+            f"got {m.weights!r}."
         )
     _check_choice("model.trainable_from", m.trainable_from, TRAINABLE_FROM)
     _check_choice("model.activation", m.activation, ACTIVATIONS)
@@ -144,20 +168,20 @@ def _validate(cfg: Config) -> Config:
     return cfg
 
 
-def config_from_dict(raw: dict[str, Any] | None, where: str = "config") -> Config:
-    """Build a validated Config from nested dicts; unknown sections and keys are errors."""
+def sections_from_dict(raw: dict[str, Any] | None, sections: dict[str, type], where: str) -> dict[str, Any]:
+    """{section name: dataclass instance} from nested dicts; unknown sections and keys are errors."""
     raw = raw or {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a mapping of sections (data, model, train).")
-    sections = {}
+        raise ConfigError(f"{where} must be a mapping of sections ({', '.join(sections)}).")
+    out = {}
     for name, section in raw.items():
-        if name not in SECTIONS:
-            raise ConfigError(f"Unknown section {name!r} in {where}; expected one of {', '.join(SECTIONS)}.")
+        if name not in sections:
+            raise ConfigError(f"Unknown section {name!r} in {where}; expected one of {', '.join(sections)}.")
         if section is None:
             section = {}
         if not isinstance(section, dict):
             raise ConfigError(f"Section {name!r} in {where} must be a mapping of keys to values.")
-        cls = SECTIONS[name]
+        cls = sections[name]
         known = {f.name for f in dataclasses.fields(cls)}
         values = {}
         for key, value in section.items():
@@ -169,9 +193,14 @@ def config_from_dict(raw: dict[str, Any] | None, where: str = "config") -> Confi
             elif value is None:
                 raise ConfigError(f"{name}.{key} in {where} must not be empty.")
             else:
-                values[key] = _coerce(f"{name}.{key}", value, kind)
-        sections[name] = cls(**values)
-    return _validate(Config(**sections))
+                values[key] = _coerce_field(f"{name}.{key}", value, kind)
+        out[name] = cls(**values)
+    return out
+
+
+def config_from_dict(raw: dict[str, Any] | None, where: str = "config") -> Config:
+    """Build a validated Config from nested dicts; unknown sections and keys are errors."""
+    return _validate(Config(**sections_from_dict(raw, SECTIONS, where)))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

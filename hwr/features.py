@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hwr.config import Config
+from hwr.config import NAMED_BASES, Config
 from hwr.data import default_cache_dir
 from hwr.files import atomic_write
 from hwr.model import BLOCK_START, HWRNet, ModelError, base_seed, frozen_shape
@@ -40,6 +40,10 @@ def weights_id(weights: str, seed: int) -> str:
         return "imagenet1k_v1"
     if weights == "none":
         return f"random-seed{seed}"
+    if weights in NAMED_BASES:  # the recipe fixes the base (its hash covers the fonts used)
+        from hwr.pretrain import RECIPES, recipe_hash
+
+        return f"{weights}-{recipe_hash(RECIPES[weights])}"
     try:
         digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
     except OSError as e:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hwr.config import ModelConfig
+from hwr.config import NAMED_BASES, ModelConfig
 
 NUM_CLASSES = 62
 HIDDEN = 1024
@@ -117,10 +117,21 @@ def _load_state(features: nn.Sequential, state: dict, source: str) -> nn.Sequent
 
 def load_conv_base(weights: str, seed: int) -> nn.Sequential:
     """The VGG16 conv base with `imagenet` (torchvision's VGG16_Weights.IMAGENET1K_V1 through torch's hub
-    cache), `none` (seeded random init) or a local state-dict path."""
+    cache), a base pretrained here on glyphs (`glyphs`, `glyphs-small`: built on first use, then cached;
+    see hwr.pretrain), `none` (seeded random init) or a local state-dict path."""
     features = vgg16_conv_base(seed)
     if weights == "none":
         return features
+    if weights in NAMED_BASES:
+        from hwr.pretrain import ensure_base
+
+        path = ensure_base(weights)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+            raise ModelError(f"The {weights!r} base {path} cannot be read ({type(e).__name__}); "
+                             "delete it to pretrain it again.") from None
+        return _load_state(features, state, f"the {weights!r} base in {path}")
     if weights == "imagenet":
         from torchvision.models import VGG16_Weights
 
