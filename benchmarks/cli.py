@@ -15,7 +15,11 @@ import sys
 
 BENCHMARKS = {  # name -> (module, what it measures)
     "pipeline": ("benchmarks.pipeline", "naive pipeline vs ours, per stage and for a whole study"),
+    "checkpoints": ("benchmarks.checkpoints", "checkpoint bytes and time share per trial, before/after, GPU projection"),
+    "first-step": ("benchmarks.first_step", "where a study's first training step goes on a fresh local Ray"),
+    "gpu-check": ("benchmarks.gpu_check", "paper scale on one GPU (benchmarks/gpu_check.sh; --dry-run on a CPU)"),
     "serve": ("benchmarks.serve", "hwr serve's latency per prediction (drawing and upload)"),
+    "faults": ("benchmarks.faults", "the fault suite in one run: its table into docs/reliability.md"),
 }
 
 

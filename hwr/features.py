@@ -75,7 +75,7 @@ def compute_frozen(model: HWRNet, images: np.ndarray, device: torch.device, batc
     out = []
     use_bf16 = device.type == "cuda"
     for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+        batch = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)  # a copy: may be read-only
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             z = model.frozen(batch)
         out.append(z.float().contiguous().cpu())

@@ -66,8 +66,8 @@ class GlyphsSection:
 @dataclass(frozen=True)
 class TrainSection:
     image_size: int = 32
-    shallow_samples: int = 0  # pages for the five-convolution skeleton first (0: train VGG16 from the start)
-    samples: int = 80_000  # pages for VGG16 (each page freshly augmented)
+    shallow_samples: int = 100_000  # pages for the five-convolution skeleton first (0: VGG16 from the start)
+    samples: int = 0  # pages for VGG16 grown from the skeleton (each page freshly augmented; 0: grow only)
     batch_size: int = 128
     lr: float = 0.05  # SGD + Nesterov momentum, one-cycle schedule peaking here
     deep_lr: float = 0.02  # the peak lr for VGG16 once grown from a trained skeleton
@@ -520,7 +520,7 @@ def ensure_base(name: str = "glyphs", progress: bool = True) -> Path:
         if (problem := base_problem(path)) is not None:  # not built meanwhile by another process
             if path.exists():
                 warnings.warn(f"The cached {name!r} base {path} {problem}; pretraining it again.", stacklevel=2)
-            budget = "about half an hour on 2 CPU cores" if name == "glyphs" else "a few minutes on 2 CPU cores"
+            budget = "about 10 minutes on 2 CPU cores" if name == "glyphs" else "a few minutes on 2 CPU cores"
             print(f"Pretraining the {name!r} conv base once ({budget}); it is cached in {path}.",
                   file=sys.stderr, flush=True)
             pretrain(recipe, path, progress)

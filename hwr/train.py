@@ -1,18 +1,25 @@
 """One training run: fine-tune the model on one config, epoch by epoch, checkpointing as it goes.
 
-    result = fit(load_config("run.yaml"), out_dir=Path("runs/a"))
+    result = fit(load_config("run.yaml"), checkpoint_path=Path("runs/a/checkpoint.pt"))
 
 Each epoch yields a record {epoch, train_loss, train_acc, val_loss, val_acc, epoch_time_s, lr}, handed to
-`on_epoch` (Ray Tune plugs in there) and kept as history. At the end the best-validation weights are
-scored on the test split. Same seed on the CPU -> the same history, and a run resumed from its checkpoint
-continues exactly as if it had never stopped: each epoch's shuffle and dropout draw from
+`on_epoch` (Ray Tune plugs in there) and kept as history. Whenever validation accuracy improves, the test
+split is scored too: the test metrics of the best-validation epoch are the run's result, with no copy of
+the best weights needed for it. Same seed on the CPU -> the same history, and a run resumed from its
+checkpoint continues exactly as if it had never stopped: each epoch's shuffle and dropout draw from
 seed-and-epoch-derived generators, not from whatever ran before.
+
+Checkpoints (see `CheckpointPolicy`) hold only what cannot be rebuilt from the config: the trainable
+weights and the optimizer state in float32 (exact, so a resumed run equals an uninterrupted one), the
+history and the best epoch's metrics. The last epoch writes the final checkpoint instead: the outcome and
+float16 weights for prediction (the best-validation ones when kept, else the last), no optimizer state.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -28,13 +35,17 @@ import torch
 import torch.nn.functional as F
 
 from hwr.config import Config, DataConfig, config_from_dict
+from hwr.data.chars74k import sha256_file
 from hwr.data import Splits, default_cache_dir, ensure_dataset, load_dataset, make_splits, write_synthetic
 from hwr.features import frozen_features, frozen_key
+from hwr.files import atomic_write
 from hwr.model import HWRNet, build_model
 
 RECORD_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "lr")
 CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FORMAT = 2
 EVAL_BATCH = 256
+FP16_MAX = 65504.0
 
 
 class TrainError(ValueError):
@@ -61,6 +72,7 @@ class RunResult:
     best_val_acc: float | None = None
     diverged: bool = False
     device: str = "cpu"
+    checkpoint_epoch: int | None = None  # the epoch of the newest checkpoint this process wrote
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -70,9 +82,30 @@ class RunResult:
             "best_val_acc": self.best_val_acc,
             "diverged": self.diverged,
             "epochs_run": len(self.history),
+            "checkpoint_epoch": self.checkpoint_epoch,
             "device": self.device,
             "config": self.config,
         }
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """When `fit` writes its checkpoint, and whether it keeps the best weights.
+
+    A resume checkpoint follows every `every`-th epoch (0: none before the last), and only once at least
+    `seconds` have passed since the previous one (0: no limit): on a GPU, where an epoch takes a fraction
+    of a second, 60 s leaves only the final checkpoint; on a CPU, where an epoch takes minutes, it writes
+    one after each. The last epoch (or the one that diverges) always writes the final checkpoint.
+    `keep_best` keeps the best-validation weights (float16) for `hwr predict`.
+    """
+
+    every: int = 1
+    seconds: float = 60.0
+    keep_best: bool = True
+
+    def due(self, epoch: int, since_last: float) -> bool:
+        """Whether a resume checkpoint follows this (not last) epoch, `since_last` seconds after the previous."""
+        return self.every > 0 and epoch % self.every == 0 and since_last >= self.seconds
 
 
 def synthetic_root(cfg: DataConfig) -> Path:
@@ -181,22 +214,53 @@ def _optimizer(model: HWRNet, cfg: Config) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.train.lr, momentum=cfg.train.momentum)
 
 
+def half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """float16 copies of the weights (float32 where a value is beyond float16's range), on the CPU.
+
+    For prediction only: float16 keeps 11 significant bits (relative error <= 2^-11), finer than the
+    bfloat16 autocast (8 bits) the model already runs in on a GPU. Never for resuming, which must be exact.
+    """
+    out = {}
+    for k, v in state.items():
+        v = v.detach().cpu()
+        fits = v.is_floating_point() and v.numel() > 0 and bool(v.abs().max() <= FP16_MAX)
+        out[k] = v.half() if fits else v.clone()
+    return out
+
+
+def sha256_path(path: Path) -> Path:
+    """Where a checkpoint's sha256 is recorded: beside it, so that it travels with it (Tune copies folders)."""
+    return path.with_name(path.name + ".sha256")
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary file, then rename: a checkpoint is whole or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-        torch.save(state, f)
-    os.replace(f.name, path)
+    """Write the checkpoint whole or not at all (temporary file, rename), then its sha256 beside it."""
+    atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(sha256_path(path), lambda f: f.write(sha256_file(path).encode()))
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint at `path` must not be used (missing, or not the file its sha256 records), or None.
+    A checkpoint with no recorded sha256 (written by an older hwr) is left to torch's reader."""
+    if not path.exists():
+        return "does not exist"
+    try:
+        recorded = sha256_path(path).read_text().strip()
+    except FileNotFoundError:
+        return None
+    if sha256_file(path) != recorded:
+        return f"is damaged (its content does not match the sha256 in {sha256_path(path).name}: truncated or altered)"
+    return None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    if (problem := checkpoint_problem(path)) is not None:
+        raise TrainError(f"Checkpoint {path} {problem}.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise TrainError(f"Checkpoint {path} does not exist.") from None
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
         raise TrainError(f"Checkpoint {path} cannot be read ({type(e).__name__}).") from None
-    if not isinstance(state, dict) or state.get("format") != 1:
+    if not isinstance(state, dict) or state.get("format") not in (1, CHECKPOINT_FORMAT):
         raise TrainError(f"Checkpoint {path} is not an hwr checkpoint.")
     return state
 
@@ -207,6 +271,7 @@ def fit(
     *,
     checkpoint_path: Path | None = None,
     resume_from: Path | None = None,
+    policy: CheckpointPolicy = CheckpointPolicy(),
     on_epoch: Callable[[dict[str, float], dict[str, Any], bool], None] | None = None,
     features: torch.Tensor | None = None,
     device: torch.device | None = None,
@@ -214,8 +279,9 @@ def fit(
 ) -> RunResult:
     """Train one run. `features`: the frozen activations if the caller has them (else from the disk cache).
 
-    `on_epoch(record, summary, last)` is called after each epoch's checkpoint is written; `summary` is the
-    run so far (best epoch and val acc; test metrics once `last` is True, on the final epoch).
+    `on_epoch(record, summary, last)` is called after each epoch (and its checkpoint, if `policy` wrote one:
+    then `summary["checkpoint_epoch"]` is this epoch); `summary` is the run so far (best epoch and val acc;
+    test metrics once `last` is True, on the final epoch).
     """
     device = device or pick_device()
     data = data or load_data(cfg.data, progress=progress)
@@ -227,20 +293,12 @@ def fit(
     inputs = _Inputs(model, data, device, features)
     opt = _optimizer(model, cfg)
     result = RunResult(config=cfg.to_dict(), device=str(device))
-    best_state = None
-
+    run = _RunState()
     if resume_from is not None:
-        state = load_checkpoint(resume_from)
-        if state["config"] != cfg.to_dict():
-            raise TrainError(f"Checkpoint {resume_from} belongs to a run with another config.")
-        model.load_trainable_state(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        result.history = state["history"]
-        result.diverged = state["diverged"]
-        result.best_epoch, result.best_val_acc, best_state = state["best_epoch"], state["best_val_acc"], state["best"]
+        run = _resume(resume_from, cfg, model, opt, result)
 
-    first = len(result.history) + 1
-    for epoch in range(first, cfg.train.epochs + 1):
+    saved_at = time.monotonic()
+    for epoch in range(len(result.history) + 1, cfg.train.epochs + 1):
         if result.diverged:
             break
         t0 = time.perf_counter()
@@ -255,53 +313,87 @@ def fit(
                                         time.perf_counter() - t0, opt.param_groups[0]["lr"])))
         result.history.append(record)
         if not diverged and (result.best_val_acc is None or val_acc > result.best_val_acc):
-            result.best_epoch, result.best_val_acc, best_state = epoch, val_acc, model.trainable_state()
+            result.best_epoch, result.best_val_acc = epoch, val_acc
+            run.best_test = evaluate(model, inputs, data.splits.test, device)
+            if policy.keep_best:
+                run.best = half(model.trainable_state())
         last = diverged or epoch == cfg.train.epochs
         if last:
-            _score_test(model, inputs, data, device, best_state, result)
-        if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, {
-                "format": 1, "config": cfg.to_dict(), "history": result.history, "diverged": result.diverged,
-                "model": model.trainable_state(), "optimizer": opt.state_dict(),
-                "best": best_state, "best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc,
-            })
+            result.test_loss, result.test_acc = run.best_test or (None, None)
+        if checkpoint_path is not None and (last or policy.due(epoch, time.monotonic() - saved_at)):
+            save_checkpoint(checkpoint_path, _checkpoint(cfg, result, run, model, opt, final=last))
+            result.checkpoint_epoch, saved_at = epoch, time.monotonic()
         if on_epoch is not None:
             on_epoch(record, result.summary(), last)
-
-    if result.test_acc is None and best_state is not None:  # resumed a finished run
-        _score_test(model, inputs, data, device, best_state, result)
     return result
 
 
-def _score_test(model, inputs, data, device, best_state, result: RunResult) -> None:
-    if best_state is None:
-        return
-    current = model.trainable_state()
-    model.load_trainable_state(best_state)
-    result.test_loss, result.test_acc = evaluate(model, inputs, data.splits.test, device)
-    model.load_trainable_state(current)
+@dataclass
+class _RunState:
+    """What a checkpoint carries besides the weights: the best epoch's test metrics and, if kept, weights."""
+
+    best_test: tuple[float, float] | None = None  # (test_loss, test_acc) at the best-validation epoch
+    best: dict[str, torch.Tensor] | None = None  # float16 best-validation weights (policy.keep_best)
+
+
+def _checkpoint(cfg: Config, result: RunResult, run: _RunState, model: HWRNet, opt, final: bool) -> dict[str, Any]:
+    """A resume checkpoint (float32 weights and optimizer state: exact), or the final one (no optimizer
+    state; float16 weights for prediction, the best-validation ones if kept, else the last)."""
+    if final:
+        weights, optimizer = (None if run.best is not None else half(model.trainable_state())), None
+    else:
+        weights, optimizer = model.trainable_state(), opt.state_dict()
+    return {
+        "format": CHECKPOINT_FORMAT, "final": final, "config": cfg.to_dict(), "history": result.history,
+        "diverged": result.diverged, "best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc,
+        "best_test": run.best_test, "model": weights, "optimizer": optimizer, "best": run.best,
+    }
+
+
+def _resume(path: Path, cfg: Config, model: HWRNet, opt, result: RunResult) -> _RunState:
+    """Load a checkpoint of this config into the model, optimizer and result; returns the rest of its state."""
+    state = load_checkpoint(path)
+    if state["config"] != cfg.to_dict():
+        raise TrainError(f"Checkpoint {path} belongs to a run with another config.")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise TrainError(f"Checkpoint {path} was written by an older hwr and cannot be resumed; start the run again.")
+    if not state["final"]:  # a final checkpoint: nothing left to train, its outcome is all that is needed
+        model.load_trainable_state(state["model"])
+        opt.load_state_dict(state["optimizer"])
+    result.history, result.diverged = state["history"], state["diverged"]
+    result.best_epoch, result.best_val_acc = state["best_epoch"], state["best_val_acc"]
+    best_test = tuple(state["best_test"]) if state["best_test"] is not None else None
+    if state["final"]:
+        result.test_loss, result.test_acc = best_test or (None, None)
+    return _RunState(best_test=best_test, best=state["best"])
 
 
 def write_outputs(out_dir: Path, result: RunResult) -> None:
     """history.csv and summary.json, each written whole (temporary file, then rename)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=out_dir, suffix=".tmp", delete=False, newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=RECORD_KEYS)
-        writer.writeheader()
-        writer.writerows(result.history)
-    os.replace(f.name, out_dir / "history.csv")
-    with tempfile.NamedTemporaryFile("w", dir=out_dir, suffix=".tmp", delete=False) as f:
-        json.dump(result.summary(), f, indent=2, allow_nan=True)
-    os.replace(f.name, out_dir / "summary.json")
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=RECORD_KEYS)
+    writer.writeheader()
+    writer.writerows(result.history)
+    atomic_write(out_dir / "history.csv", lambda f: f.write(text.getvalue().encode()))
+    summary = json.dumps(result.summary(), indent=2, allow_nan=True)
+    atomic_write(out_dir / "summary.json", lambda f: f.write(summary.encode()))
 
 
-def train_to_dir(cfg: Config, out_dir: Path, *, on_epoch=None, progress: bool = True) -> RunResult:
-    """`hwr train`: resume from out_dir's checkpoint when it holds this config's run, then write outputs."""
+def train_to_dir(cfg: Config, out_dir: Path, *, on_epoch=None, progress: bool = True,
+                 policy: CheckpointPolicy = CheckpointPolicy()) -> RunResult:
+    """`hwr train`: resume from out_dir's checkpoint when it holds this config's run, then write outputs.
+
+    The default policy keeps the best weights: one run is usually trained to be used by `hwr predict`.
+    """
     ckpt = out_dir / CHECKPOINT_FILE
     resume = ckpt if ckpt.exists() else None
-    if resume is not None and load_checkpoint(ckpt)["config"] != cfg.to_dict():
+    try:
+        stored = load_checkpoint(ckpt)["config"] if resume is not None else None
+    except TrainError as e:
+        raise TrainError(f"{str(e).rstrip('.')}; pass --fresh to start the run over.") from None
+    if resume is not None and stored != cfg.to_dict():
         raise TrainError(f"{out_dir} holds a run with another config; choose another --out or pass --fresh.")
-    result = fit(cfg, checkpoint_path=ckpt, resume_from=resume, on_epoch=on_epoch, progress=progress)
+    result = fit(cfg, checkpoint_path=ckpt, resume_from=resume, policy=policy, on_epoch=on_epoch, progress=progress)
     write_outputs(out_dir, result)
     return result
 
@@ -313,5 +405,5 @@ def config_of_checkpoint(state: dict[str, Any], path: Path) -> Config:
         raise TrainError(f"Checkpoint {path} holds an invalid config: {e}") from None
 
 
-__all__ = ["RECORD_KEYS", "RunResult", "TrainError", "TrainingData", "evaluate", "fit", "load_data",
+__all__ = ["RECORD_KEYS", "CheckpointPolicy", "RunResult", "TrainError", "TrainingData", "evaluate", "fit", "load_data",
            "load_checkpoint", "pick_device", "train_to_dir", "write_outputs"]

@@ -105,6 +105,8 @@ RESUME_HINT = ("interrupted: run the same command again to resume (finished tria
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ray.exceptions import AuthenticationError
+
     from study.run import StudyError
     from study.state import StateError
 
@@ -114,11 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     except (*USER_ERRORS, StudyError, StateError) as e:
         print(f"hwr-study: error: {e}", file=sys.stderr)
         return 2
+    except AuthenticationError:  # RAY_ADDRESS names a cluster with token authentication (README)
+        print(f"hwr-study: error: the Ray cluster at {os.environ.get('RAY_ADDRESS')} wants its auth token and this "
+              "shell has none: copy the cluster's ~/.ray/auth_token here, or set RAY_AUTH_TOKEN.", file=sys.stderr)
+        return 2
     except OSError as e:  # a full disk, a folder that cannot be written
         print(f"hwr-study: error: {os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: Tune has saved the experiment's state
-        print(f"hwr-study: {RESUME_HINT if args.command == 'run' else 'interrupted.'}", file=sys.stderr)
+        import ray
+
+        ray.shutdown()  # stops the workers' log lines first, so that the hint is the last line
+        print(f"hwr-study: {RESUME_HINT if args.command in ('run', 'lr-search') else 'interrupted.'}", file=sys.stderr)
         return 130
     return 0
 

@@ -10,7 +10,7 @@
       # a zipped axis sets several keys together (arms that are not a cross):
       # model.activation,model.normalization: [[relu, per_image], [selu, none]]
     resources: {cpu: 1, gpu: 0.25}  # per trial; fractional GPUs pack trials on one GPU
-    run: {storage_path: results/ray, max_failures: 2}
+    run: {storage_path: results/ray, max_failures: 2}   # checkpoints: see RunSettings
     analysis: {target_acc: 0.7}     # see study.analysis.params.AnalysisParams
     optuna: {...}                   # lr-search only, see OptunaConfig
 
@@ -40,10 +40,21 @@ class Resources:
 
 @dataclass(frozen=True)
 class RunSettings:
+    """Where the experiment goes, retries, and the trials' checkpoint policy (hwr.train.CheckpointPolicy).
+
+    A trial writes a resume checkpoint after every `checkpoint_every`-th epoch (0: none before the last),
+    at most one per `checkpoint_seconds` (0: no limit), and always a final one at its last epoch;
+    `keep_best` keeps its best-validation weights for `hwr predict`; Tune keeps each trial's newest
+    `keep_checkpoints` checkpoints.
+    """
+
     storage_path: str = "results/ray"
     max_failures: int = 2
-    keep_checkpoints: int = 1
+    keep_checkpoints: int = 2
     results_dir: str = "results"
+    checkpoint_every: int = 1
+    checkpoint_seconds: float = 60.0
+    keep_best: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,7 +126,10 @@ def _section(cls, raw: Any, name: str, where: str):
         if key not in known:
             raise ConfigError(f"Unknown key {name}.{key} in {where}; known keys: {', '.join(sorted(known))}.")
         default = getattr(cls(), key)
-        if isinstance(default, tuple):
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name}.{key} in {where} must be true or false, got {value!r}.")
+        elif isinstance(default, tuple):
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"{name}.{key} in {where} must be a list.")
             value = tuple(value)
@@ -169,6 +183,9 @@ def study_from_dict(raw: dict[str, Any], where: str = "config") -> StudyConfig:
     run = _section(RunSettings, raw.get("run"), "run", where)
     if run.max_failures < 0 or run.keep_checkpoints < 1:
         raise ConfigError(f"run in {where} needs max_failures >= 0 and keep_checkpoints >= 1.")
+    if run.checkpoint_every < 0 or run.checkpoint_seconds < 0:
+        raise ConfigError(f"run in {where} needs checkpoint_every >= 0 (0: only the last epoch) and "
+                          f"checkpoint_seconds >= 0, got {run.checkpoint_every} and {run.checkpoint_seconds}.")
     optuna = _section(OptunaConfig, raw["optuna"], "optuna", where) if raw.get("optuna") is not None else None
     if optuna is not None:
         _check_key(optuna.param, where)

@@ -10,7 +10,9 @@ Partial experiments, errored and diverged trials all come through, each with its
 
 from __future__ import annotations
 
+import json
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,8 @@ import yaml
 from ray.tune import ExperimentAnalysis
 
 from hwr.config import ConfigError
-from study.run import STUDY_FILE, _fs_and_path
+from study.run import STUDY_FILE
+from study.state import fs_and_path
 
 CONFIG_COLUMNS = ("activation", "normalization", "lr", "seed", "trainable_from", "weights", "image_size",
                   "dropout", "batch_size", "split")
@@ -28,7 +31,7 @@ EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "epo
 
 def read_study_doc(path: str) -> dict[str, Any]:
     """The study config stored beside the experiment by `hwr-study run`."""
-    fs, p = _fs_and_path(path)
+    fs, p = fs_and_path(path)
     try:
         with fs.open_input_stream(f"{p}/{STUDY_FILE}") as f:
             return yaml.safe_load(f.read().decode()) or {}
@@ -41,18 +44,59 @@ def _config_row(config: dict[str, Any]) -> dict[str, Any]:
     return {c: flat.get(c) for c in CONFIG_COLUMNS}
 
 
+def parse_results(text: str, where: str) -> list[dict[str, Any]]:
+    """A trial's result.json records, one JSON object a line. A line cut short (a writer killed, a full disk)
+    is dropped with a warning naming `where`; a whole record appended to it (a resumed trial writes on after
+    the cut) is kept. Tune's own reader fails on such a line and drops the whole trial."""
+    records, cut = [], 0
+    decoder = json.JSONDecoder()
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+            continue
+        except ValueError:
+            cut += 1
+        for start in (i for i, ch in enumerate(line) if ch == "{" and i > 0):  # a whole record after the cut?
+            try:
+                record, end = decoder.raw_decode(line, start)
+            except ValueError:
+                continue
+            if end == len(line.rstrip()) and isinstance(record, dict):
+                records.append(record)
+                break
+    if cut:
+        warnings.warn(f"{where}: {cut} line(s) cut short, skipped; the whole records are kept.", stacklevel=2)
+    return records
+
+
+def _trial_frame(trial) -> pd.DataFrame:
+    if trial.last_result is None:  # never reported
+        return pd.DataFrame()
+    fs, file = trial.storage.storage_filesystem, f"{trial.storage.trial_fs_path}/result.json"
+    try:
+        with fs.open_input_stream(file) as f:
+            text = f.readall().decode("utf-8", errors="replace")
+    except (FileNotFoundError, OSError):
+        return pd.DataFrame()
+    return pd.DataFrame(parse_results(text, file))
+
+
 def load_tables(path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, epochs) of the experiment at `path`, sorted by config then trial id."""
     read_study_doc(path)
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     try:
-        analysis = ExperimentAnalysis(path)
+        analysis = ExperimentAnalysis(path)  # its own reading of result.json is not used: see _trial_frame
     except (ValueError, FileNotFoundError, OSError):
         raise ConfigError(f"{path} holds no Tune experiment state yet (has the study started?).") from None
     trial_rows, epoch_frames = [], []
     for trial in analysis.trials:
         cfg = _config_row(trial.config)
-        df = analysis.trial_dataframes.get(trial.trial_id, pd.DataFrame())
+        df = _trial_frame(trial)
+        if "epoch" in df:  # a trial resumed from a checkpoint before its last report repeats epochs: keep the last
+            df = df.drop_duplicates("epoch", keep="last").reset_index(drop=True)
         last = df.iloc[-1].to_dict() if len(df) else {}
         diverged = bool(last.get("diverged", False)) if len(df) else False
         trial_rows.append({

@@ -9,8 +9,6 @@ For every arm this runs one Tune experiment, `OptunaSearch` (seeded TPE) over a 
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 
 import ray.tune
@@ -19,10 +17,13 @@ from ray.tune import TuneConfig, Tuner
 from ray.tune.search.optuna import OptunaSearch
 
 from hwr.config import ConfigError
+from hwr.files import atomic_write
 from hwr.train import load_data
 from study.config import StudyConfig
-from study.run import check_cluster, experiment_path, init_ray, make_trainable, param_space, run_config, \
-    shared_features
+from study.run import check_cluster, delete_experiment, experiment_path, init_ray, make_trainable, param_space, \
+    run_config, shared_features
+from study.state import finished, lock, resumable
+from study.trainable import LAST_KEY
 
 
 def arms(study: StudyConfig) -> list[dict[str, object]]:
@@ -67,14 +68,18 @@ def lr_search(study: StudyConfig, *, fresh: bool = False, out: Path | None = Non
         name = f"{study.name}-{label}"
         run = dataclasses.replace(run_config(study), name=name)
         path = f"{experiment_path(study).rsplit('/', 1)[0]}/{name}"
-        if not fresh and Tuner.can_restore(path):
-            tuner = Tuner.restore(path, trainable=trainable, resume_errored=True)
-        else:
-            search = OptunaSearch(metric=opt.metric, mode=opt.mode, seed=opt.seed)
-            tuner = Tuner(trainable, param_space=arm_space(study, arm), run_config=run,
-                          tune_config=TuneConfig(search_alg=search, num_samples=opt.trials_per_arm,
-                                                 metric=opt.metric, mode=opt.mode, reuse_actors=True))
-        best = tuner.fit().get_best_result(metric=opt.metric, mode=opt.mode, scope="last")
+        with lock(path):  # one driver per experiment; a damaged state is refused, not started over beside
+            if fresh:
+                delete_experiment(path)
+            if resumable(path):
+                tuner = Tuner.restore(path, trainable=trainable, resume_errored=True)
+            else:
+                search = OptunaSearch(metric=opt.metric, mode=opt.mode, seed=opt.seed)
+                tuner = Tuner(trainable, param_space=arm_space(study, arm), run_config=run,
+                              tune_config=TuneConfig(search_alg=search, num_samples=opt.trials_per_arm,
+                                                     metric=opt.metric, mode=opt.mode, reuse_actors=True))
+            grid = finished(tuner.fit(), opt.trials_per_arm, LAST_KEY)  # Ctrl-C: no best-lr file from a part
+        best = grid.get_best_result(metric=opt.metric, mode=opt.mode, scope="last")
         section, leaf = opt.param.split(".")
         rows.append({**{k.split(".")[1]: v for k, v in arm.items()},
                      "lr": float(best.config[section][leaf]), opt.metric: float(best.metrics[opt.metric]),
@@ -83,8 +88,6 @@ def lr_search(study: StudyConfig, *, fresh: bool = False, out: Path | None = Non
     out = out or Path(study.run.results_dir) / study.name / "best_lr.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"study": study.name, "param": opt.param, "metric": opt.metric, "mode": opt.mode, "arms": rows}
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, suffix=".tmp", delete=False) as f:
-        yaml.safe_dump(doc, f, sort_keys=False)
-    os.replace(f.name, out)
+    atomic_write(out, lambda f: f.write(yaml.safe_dump(doc, sort_keys=False).encode()))
     print(f"best learning rates written to {out}")
     return out

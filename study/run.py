@@ -25,12 +25,14 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tun
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from hwr.config import ConfigError, config_from_dict
+from hwr.config import NAMED_BASES, ConfigError, config_from_dict
 from hwr.features import frozen_features, frozen_key, frozen_nbytes, load_cached
 from hwr.model import build_model
-from hwr.train import TrainingData, load_data, pick_device
+from hwr.pretrain import ensure_base
+from hwr.train import CheckpointPolicy, TrainingData, load_data, pick_device
 from study.config import StudyConfig
-from study.trainable import train_trial
+from study.state import TUNER_PKL, StateError, finished, fs_and_path, lock, resumable, tuner_pkl_ok
+from study.trainable import LAST_KEY, train_trial
 
 log = logging.getLogger("study")
 STUDY_FILE = "study.yaml"
@@ -49,12 +51,6 @@ def experiment_path(study: StudyConfig) -> str:
     if "://" not in storage:
         storage = str(Path(storage).resolve())
     return f"{storage.rstrip('/')}/{study.name}"
-
-
-def _fs_and_path(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
-    if "://" in uri:
-        return pyarrow.fs.FileSystem.from_uri(uri)
-    return pyarrow.fs.LocalFileSystem(), uri
 
 
 def param_space(study: StudyConfig, lr_by_arm: dict[tuple, float] | None = None) -> dict[str, Any]:
@@ -158,9 +154,18 @@ def _frozen_task(config: dict[str, Any], data: TrainingData, key: str) -> np.nda
     return None if z is None else np.ascontiguousarray(z.numpy())
 
 
+def ensure_bases(study: StudyConfig) -> None:
+    """The conv bases pretrained here that the study names (`model.weights: glyphs`) are built by the
+    driver, once, before any task or trial loads one (on this node they then come from its cache)."""
+    for name in sorted({cfg.model.weights for cfg in study.trial_configs()} & set(NAMED_BASES)):
+        ensure_base(name)
+
+
 def shared_features(study: StudyConfig, data: TrainingData) -> dict[str, ray.ObjectRef]:
-    """Each distinct frozen part's activations, computed once by a Ray task (on a GPU when the cluster has
-    one); its result stays in the object store, where every trial that needs it reads it."""
+    """Each distinct frozen part's activations, computed once by a Ray task with a trial's resources (a
+    share of a GPU when the config gives trials one); its result stays in the object store, where every
+    trial that needs it reads it."""
+    ensure_bases(study)
     seen: dict[str, Any] = {}
     for cfg in study.trial_configs():
         key = frozen_key(cfg, data.key)
@@ -175,19 +180,19 @@ def shared_features(study: StudyConfig, data: TrainingData) -> dict[str, ray.Obj
         log.warning("frozen activations (%d x %.1f GB) exceed the object store's share; trials compute their own",
                     len(seen), per_key / 1e9)
         return {}
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    resources = trial_resources(study)
     refs = {}
     for key in seen:  # sets this machine already holds go straight from its disk cache
-        cached = load_cached(key, "cuda" if gpus else "cpu")
+        cached = load_cached(key, "cuda" if resources["gpu"] else "cpu")
         if cached is not None:
             refs[key] = ray.put(cached)
     missing = {k: c for k, c in seen.items() if k not in refs}
     if missing:
         print(f"Computing {len(missing)} frozen feature set(s) of {per_key / 1e6:.0f} MB each on "
-              f"{'GPUs' if gpus else 'CPUs'}.", flush=True)
+              f"{'GPUs' if resources['gpu'] else 'CPUs'}.", flush=True)
         data_ref = ray.put(data)
-        refs.update({key: _frozen_task.options(num_gpus=gpus, num_cpus=1).remote(cfg.to_dict(), data_ref, key)
-                     for key, cfg in missing.items()})
+        task = _frozen_task.options(num_cpus=resources["cpu"], num_gpus=resources["gpu"])
+        refs.update({key: task.remote(cfg.to_dict(), data_ref, key) for key, cfg in missing.items()})
     # Wait here, before any trial holds resources the tasks need; the results stay in the object store.
     pending = list(refs.values())
     while pending:
@@ -196,9 +201,19 @@ def shared_features(study: StudyConfig, data: TrainingData) -> dict[str, ray.Obj
     return refs
 
 
+def checkpoint_policy(study: StudyConfig) -> CheckpointPolicy:
+    run = study.run
+    return CheckpointPolicy(every=run.checkpoint_every, seconds=run.checkpoint_seconds, keep_best=run.keep_best)
+
+
 def make_trainable(study: StudyConfig, data: TrainingData, features: dict[str, ray.ObjectRef]):
-    trainable = ray.tune.with_parameters(train_trial, data=data, features=features)
-    return ray.tune.with_resources(trainable, {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
+    trainable = ray.tune.with_parameters(train_trial, data=data, features=features, policy=checkpoint_policy(study))
+    return ray.tune.with_resources(trainable, trial_resources(study))
+
+
+def trial_resources(study: StudyConfig) -> dict[str, float]:
+    """What each trial, and each frozen-feature task, asks Ray for: the config's `resources`."""
+    return {"cpu": study.resources.cpu, "gpu": study.resources.gpu}
 
 
 def run_config(study: StudyConfig) -> RunConfig:
@@ -215,16 +230,23 @@ def run_config(study: StudyConfig) -> RunConfig:
 
 
 def _stored_study(path: str) -> dict[str, Any] | None:
-    fs, p = _fs_and_path(path)
+    fs, p = fs_and_path(path)
     info = fs.get_file_info(f"{p}/{STUDY_FILE}")
     if info.type == pyarrow.fs.FileType.NotFound:
         return None
-    with fs.open_input_stream(f"{p}/{STUDY_FILE}") as f:
-        return yaml.safe_load(f.read().decode())
+    try:
+        with fs.open_input_stream(f"{p}/{STUDY_FILE}") as f:
+            doc = yaml.safe_load(f.read().decode())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        doc = e
+    if not isinstance(doc, dict):
+        raise StateError(f"{path}/{STUDY_FILE} is damaged (not the study's YAML), so this experiment cannot be "
+                         "resumed: start over with `hwr-study run --fresh`.")
+    return doc
 
 
 def _write_study(path: str, study: StudyConfig, lr_by_arm: dict | None) -> None:
-    fs, p = _fs_and_path(path)
+    fs, p = fs_and_path(path)
     fs.create_dir(p, recursive=True)
     doc = {**study.to_dict(), "lr_by_arm": _lr_doc(lr_by_arm)}
     with fs.open_output_stream(f"{p}/{STUDY_FILE}") as f:
@@ -238,7 +260,7 @@ def _lr_doc(lr_by_arm: dict | None) -> list | None:
 
 
 def delete_experiment(path: str) -> None:
-    fs, p = _fs_and_path(path)
+    fs, p = fs_and_path(path)
     if fs.get_file_info(p).type != pyarrow.fs.FileType.NotFound:
         fs.delete_dir(p)
 
@@ -252,34 +274,49 @@ def init_ray() -> None:
 
 def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None = None,
               progress: bool = True) -> str:
-    """Run (or resume) the study's grid; returns the experiment path."""
+    """Run (or resume) the study's grid; returns the experiment path.
+
+    One driver per experiment (`study.state.lock`); a damaged experiment is refused before Ray starts
+    (`study.state.resumable`); Ctrl-C ends in KeyboardInterrupt once Tune has saved its state.
+    """
     path = experiment_path(study)
-    if fresh:
-        delete_experiment(path)
-    stored = _stored_study(path)
-    current = {**study.to_dict(), "lr_by_arm": _lr_doc(lr_by_arm)}
-    if stored is not None and _comparable(stored) != _comparable(current):
-        raise StudyError(
-            f"{path} holds the experiment of another config; pass --fresh to start over or choose another name.")
+    with lock(path):
+        if fresh:
+            delete_experiment(path)
+        stored = _stored_study(path)
+        current = {**study.to_dict(), "lr_by_arm": _lr_doc(lr_by_arm)}
+        if stored is not None and _comparable(stored) != _comparable(current):
+            raise StudyError(
+                f"{path} holds the experiment of another config; pass --fresh to start over or choose another name.")
+        resume = resumable(path)  # StateError naming the damaged file, before Ray starts
+        if resume and stored is None:
+            raise StateError(f"{path} holds Tune state but no {STUDY_FILE} saying which study it is: start over "
+                             "with `hwr-study run --fresh`.")
 
-    init_ray()
-    check_cluster(study)
-    check_storage_shared(str(Path(path).parent) if "://" not in path else path)
-    base = study.trial_configs()[0]
-    data = load_data(base.data, progress=progress)
-    features = shared_features(study, data)
-    trainable = make_trainable(study, data, features)
+        init_ray()
+        check_cluster(study)
+        check_storage_shared(str(Path(path).parent) if "://" not in path else path)
+        base = study.trial_configs()[0]
+        data = load_data(base.data, progress=progress)
+        features = shared_features(study, data)
+        trainable = make_trainable(study, data, features)
+        space = param_space(study, lr_by_arm)
 
-    if stored is not None and Tuner.can_restore(path):
-        print(f"Resuming {path}: finished trials are kept, unfinished ones continue from their checkpoints.")
-        tuner = Tuner.restore(path, trainable=trainable, resume_errored=True,
-                              param_space=param_space(study, lr_by_arm))
-    else:
-        _write_study(path, study, lr_by_arm)
-        tuner = Tuner(trainable, param_space=param_space(study, lr_by_arm),
-                      tune_config=TuneConfig(metric="val_acc", mode="max", reuse_actors=True),
-                      run_config=run_config(study))
-    grid = tuner.fit()
+        def new_tuner() -> Tuner:  # writes tuner.pkl into the experiment folder
+            return Tuner(trainable, param_space=space, tune_config=TuneConfig(metric="val_acc", mode="max",
+                                                                            reuse_actors=True),
+                         run_config=run_config(study))
+
+        if resume:
+            if not tuner_pkl_ok(path):  # a driver killed while Tune wrote it (ray#58179)
+                print(f"{path}/{TUNER_PKL} is damaged; writing it again from the study's config ({STUDY_FILE}).")
+                new_tuner()
+            print(f"Resuming {path}: finished trials are kept, unfinished ones continue from their checkpoints.")
+            tuner = Tuner.restore(path, trainable=trainable, resume_errored=True, param_space=space)
+        else:
+            _write_study(path, study, lr_by_arm)
+            tuner = new_tuner()
+        grid = finished(tuner.fit(), len(study.trial_configs()), LAST_KEY)  # Ctrl-C: KeyboardInterrupt
     errors = [r for r in grid if r.error is not None]
     print(f"Study {study.name}: {len(grid)} trials, {len(errors)} errored; experiment in {path}")
     return path

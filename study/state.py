@@ -11,12 +11,15 @@ from writing one experiment at once either. So, before Tune is asked:
 - `tuner_pkl_ok(path)`: whether `tuner.pkl` loads (`run_study` writes a damaged one again from the config).
 - `lock(path)` holds an exclusive lock beside a local experiment while a driver runs it; a second driver
   on the same experiment is refused at once. The lock is released when its process ends, however it ends.
+- `finished(grid, expected)`: on Ctrl-C Tune stops, saves its state and *returns* as if done; this turns
+  that into the KeyboardInterrupt it was, so that no report or best-lr file is made of part of a study.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import json
 import logging
 import os
@@ -26,7 +29,7 @@ from typing import Iterator
 
 import pyarrow.fs
 import ray.cloudpickle
-from ray.tune import ExperimentAnalysis
+from ray.tune import ExperimentAnalysis, ResultGrid
 from ray.tune.callback import CallbackList
 from ray.tune.execution.tune_controller import TuneController
 from ray.tune.search import BasicVariantGenerator, SearchGenerator, Searcher
@@ -54,14 +57,12 @@ def _listing(path: str) -> tuple[pyarrow.fs.FileSystem, str, dict[str, pyarrow.f
     fs, p = fs_and_path(path)
     try:
         infos = fs.get_file_info(pyarrow.fs.FileSelector(p, allow_not_found=True))
-    except (OSError, NotADirectoryError):
+    except OSError:  # not there yet, or not a folder
         infos = []
     return fs, p, {i.base_name: i for i in infos}
 
 
 def _newest(entries: dict[str, pyarrow.fs.FileInfo], pattern: str) -> str | None:
-    import fnmatch
-
     matching = fnmatch.filter(entries, pattern)
     return max(matching) if matching else None  # Tune's rule: names carry the session's start time
 
@@ -125,6 +126,16 @@ def _why(e: Exception) -> str:
     return "it cannot be read" if isinstance(e, OSError) else f"{type(e).__name__}: truncated or not Tune's"
 
 
+def finished(grid: ResultGrid, expected: int, last_key: str) -> ResultGrid:
+    """`grid` when all `expected` trials ended: errored, or reported `last_key` (which a trial reports with its
+    last epoch only); else KeyboardInterrupt: Tune stopped early, as it does on Ctrl-C (SIGINT) once it has
+    saved the experiment's state. (Tune marks the trials it stopped TERMINATED, so statuses cannot tell.)"""
+    ended = sum(r.error is not None or last_key in (r.metrics or {}) for r in grid)
+    if ended < expected:
+        raise KeyboardInterrupt
+    return grid
+
+
 @contextlib.contextmanager
 def lock(path: str) -> Iterator[None]:
     """Hold an exclusive lock on the experiment at local `path` while the block runs; StateError at once
@@ -152,4 +163,4 @@ def lock(path: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-__all__ = ["StateError", "fs_and_path", "lock", "resumable", "tuner_pkl_ok"]
+__all__ = ["StateError", "finished", "fs_and_path", "lock", "resumable", "tuner_pkl_ok"]

@@ -2,14 +2,18 @@
 
 It receives the preprocessed images and, when the conv base is partly frozen, the frozen activations
 from Ray's object store (through `tune.with_parameters`), so no trial decodes a PNG or recomputes the
-frozen layers. Each epoch: write hwr's checkpoint, then `ray.tune.report(record, checkpoint=...)`.
-A restarted or retried trial resumes from `ray.tune.get_checkpoint()` at the next epoch.
+frozen layers. Each epoch: `ray.tune.report(record)`, with hwr's checkpoint attached on the epochs where
+the study's checkpoint policy (`run.checkpoint_every`, `run.checkpoint_seconds`; always the last epoch)
+wrote one. A restarted or retried trial resumes from `ray.tune.get_checkpoint()` after the epoch of that
+checkpoint; the epochs it repeats give the same records (the analysis keeps each epoch's last one).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,11 +24,12 @@ import torch
 
 from hwr.config import config_from_dict
 from hwr.features import frozen_key
-from hwr.train import CHECKPOINT_FILE, TrainingData, fit
+from hwr.train import CHECKPOINT_FILE, CheckpointPolicy, TrainingData, checkpoint_problem, fit
 
 # Keys of the reported metrics, in the order Tune's progress table shows the first four of them.
 REPORT_ORDER = ("epoch", "val_acc", "val_loss", "train_loss", "train_acc", "epoch_time_s", "lr")
 FINAL_KEYS = ("test_acc", "test_loss", "best_epoch")
+LAST_KEY = "best_epoch"  # in a trial's last report only: the trial ended (see study.state.finished)
 
 
 def _fail_once_for_tests(epoch: int) -> None:
@@ -42,8 +47,18 @@ def _fail_once_for_tests(epoch: int) -> None:
         raise RuntimeError(f"injected failure after epoch {epoch} (HWR_TEST_FAIL_AT_EPOCH)")
 
 
-def train_trial(config: dict[str, Any], data: TrainingData, features: dict[str, Any] | None = None) -> None:
-    """Tune function trainable. `config` is a nested hwr config; `features` maps frozen keys to ObjectRefs."""
+def _pause_for_tests() -> None:
+    """Test hook: with HWR_TEST_PAUSE_FILE=path, a trial waits after each epoch while that file exists, so
+    that a test can act on a study that is certainly still running. Inert unless the variable is set."""
+    hold = os.environ.get("HWR_TEST_PAUSE_FILE")
+    while hold and os.path.exists(hold):
+        time.sleep(0.1)
+
+
+def train_trial(config: dict[str, Any], data: TrainingData, features: dict[str, Any] | None = None,
+                policy: CheckpointPolicy = CheckpointPolicy(keep_best=False)) -> None:
+    """Tune function trainable. `config` is a nested hwr config; `features` maps frozen keys to ObjectRefs;
+    `policy` is the study's checkpoint policy (`run:` keys)."""
     cfg = config_from_dict(config, where="trial config")
     key = frozen_key(cfg, data.key)
     frozen = None
@@ -60,6 +75,10 @@ def train_trial(config: dict[str, Any], data: TrainingData, features: dict[str, 
         checkpoint = ray.tune.get_checkpoint()
         if checkpoint is not None:
             resume = Path(checkpoint.to_directory(str(work / "restored"))) / CHECKPOINT_FILE
+            if (problem := checkpoint_problem(resume)) is not None:  # never resume from a damaged one
+                print(f"hwr-study: the checkpoint this trial resumes from ({checkpoint.path}/{CHECKPOINT_FILE}) "
+                      f"{problem}; the trial starts over from its first epoch.", file=sys.stderr, flush=True)
+                resume = None
         out = work / "current"
 
         def report(record: dict[str, float], summary: dict[str, Any], last: bool) -> None:
@@ -69,7 +88,10 @@ def train_trial(config: dict[str, Any], data: TrainingData, features: dict[str, 
             if last:
                 metrics.update({k: summary[k] for k in FINAL_KEYS})
             metrics["node_id"] = ray.get_runtime_context().get_node_id()  # which node ran this epoch
-            ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(str(out)))
+            saved = summary["checkpoint_epoch"] == record["epoch"]
+            ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(str(out)) if saved else None)
             _fail_once_for_tests(record["epoch"])
+            _pause_for_tests()
 
-        fit(cfg, data, checkpoint_path=out / CHECKPOINT_FILE, resume_from=resume, on_epoch=report, features=frozen)
+        fit(cfg, data, checkpoint_path=out / CHECKPOINT_FILE, resume_from=resume, policy=policy, on_epoch=report,
+            features=frozen)

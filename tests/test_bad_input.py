@@ -276,3 +276,54 @@ def test_stray_files_in_the_set_are_ignored(fixtures, tmp_path, capsys, record_p
     record_property("fault", "stray non-image files (notes.txt, .DS_Store) in the set")
     record_property("outcome", "ignored, as documented: exit 0, 124 images")
     record_property("lost", "nothing")
+
+
+@pytest.mark.slow
+def test_a_cluster_that_wants_a_token_the_driver_lacks(tmp_path, record_property):
+    """A head node with token authentication (as the README sets one up); `hwr-study run` joining it from a
+    shell that has no token. The head runs under `ray start --block`, which stops exactly its own processes
+    when this test ends it."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    home, bare = tmp_path / "home", tmp_path / "bare"
+    home.mkdir()
+    bare.mkdir()
+    env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token"}
+    subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, capture_output=True, check=True)
+    port, temp = free_port(), Path("/tmp") / f"ray-tok-{os.getpid()}-{free_port()}"  # Ray wants short socket paths
+    head = subprocess.Popen([ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+                             "--include-dashboard=false", "--num-cpus=1", f"--temp-dir={temp}",
+                             "--disable-usage-stats"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while not list(temp.glob("session_*/sockets/raylet")) and time.monotonic() < deadline:
+            assert head.poll() is None, "ray start failed"
+            time.sleep(0.5)
+        config = write_study(tmp_path, "tok", seeds=(0,), activations=("relu",), epochs=1)
+        proc = subprocess.run([sys.executable, "-m", "study", "run", str(config)], capture_output=True, text=True,
+                              env={**env, "HOME": str(bare), "RAY_ADDRESS": f"127.0.0.1:{port}"}, timeout=300)
+    finally:
+        head.send_signal(signal.SIGTERM)  # --block: ray start stops the processes it started, and only those
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("hwr-study: error: ") and "auth token" in line
+    record_property("fault", "`hwr-study run` joining a token-authenticated cluster without the token")
+    record_property("outcome", "exit 2: " + line.split(": error: ", 1)[1])
+    record_property("lost", "nothing")

@@ -13,6 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from hwr.config import config_from_dict
+from hwr.train import fit, load_data
+from study.experiment import load_tables
 from study_helpers import epochs_of, results, trial_dirs, write_study
 
 pytestmark = pytest.mark.slow
@@ -38,7 +41,8 @@ def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
-    config = write_study(tmp_path, "resume", seeds=(0, 1, 2), epochs=4)
+    # a checkpoint after every epoch, so that unfinished trials have one to resume from
+    config = write_study(tmp_path, "resume", seeds=(0, 1, 2), epochs=4, run={"checkpoint_seconds": 0})
     experiment = tmp_path / "ray" / "resume"
     cmd = [sys.executable, "-m", "study", "run", str(config), "--no-analyze"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), start_new_session=True,
@@ -62,23 +66,40 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     assert "Resuming" in rerun.stdout
     dirs = trial_dirs(experiment)
     assert len(dirs) == 6
-    for d in dirs:
-        assert epochs_of(d) == list(range(1, 5)), d.name  # every history complete, no epoch twice
+    for d in dirs:  # every history complete (an epoch reported after the newest checkpoint is repeated)
+        assert sorted(set(epochs_of(d))) == list(range(1, 5)), d.name
+    _, epochs = load_tables(str(experiment))
+    assert epochs.groupby("trial_id").epoch.apply(list).tolist() == [[1, 2, 3, 4]] * 6  # each epoch once
     for name, content in snapshot.items():
         assert (experiment / name / "result.json").read_bytes() == content, f"{name} was re-run"
 
 
-def test_a_trial_that_raises_is_retried_from_its_checkpoint(tmp_path):
-    config = write_study(tmp_path, "retry", seeds=(0,), epochs=4)
+def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_ends_as_if_uninterrupted(tmp_path):
+    """Checkpoints every 2 epochs and a failure after epoch 3: the retry resumes after epoch 2, repeats epoch 3,
+    and ends with the metrics of an uninterrupted run of the same seed."""
+    config = write_study(tmp_path, "retry", seeds=(0,), epochs=4, train={"optimizer": "sgd", "lr": 0.05},
+                         run={"checkpoint_every": 2, "checkpoint_seconds": 0})
     proc = subprocess.run([sys.executable, "-m", "study", "run", str(config), "--no-analyze"], cwd=ROOT,
-                          env=env(HWR_TEST_FAIL_AT_EPOCH="2"), capture_output=True, text=True, timeout=600)
+                          env=env(HWR_TEST_FAIL_AT_EPOCH="3"), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     dirs = trial_dirs(tmp_path / "ray" / "retry")
     assert len(dirs) == 2
+    data = None
     for d in dirs:
         assert (d / ".failed-once").exists(), "the injected failure did not happen"
-        assert epochs_of(d) == [1, 2, 3, 4]  # resumed at epoch 3, nothing repeated
-        assert results(d)[-1]["test_acc"] is not None
+        assert epochs_of(d) == [1, 2, 3, 3, 4]  # resumed from the epoch-2 checkpoint
+        rows = results(d)
+        cfg = config_from_dict(rows[0]["config"])
+        data = data or load_data(cfg.data, progress=False)
+        whole = fit(cfg, data)
+        for row, ref in zip(rows[:3] + rows[4:], whole.history):  # the repeated epoch 3 matches too
+            for key in ("train_loss", "val_loss", "val_acc"):
+                assert row[key] == pytest.approx(ref[key], rel=1e-5), (d.name, row["epoch"], key)
+        assert rows[3]["val_loss"] == pytest.approx(rows[2]["val_loss"], rel=1e-5)
+        assert rows[-1]["test_acc"] == pytest.approx(whole.test_acc, abs=1e-9)
+        assert rows[-1]["best_epoch"] == whole.best_epoch
+    _, epochs = load_tables(str(tmp_path / "ray" / "retry"))
+    assert epochs.groupby("trial_id").epoch.apply(list).tolist() == [[1, 2, 3, 4]] * 2
 
 
 def test_two_nodes_share_one_experiment(tmp_path):
@@ -141,7 +162,9 @@ def test_ray_job_submit_runs_the_quick_study(tmp_path, token_cluster):
     storage = tmp_path / "storage"
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
            "python", "-m", "study", "run", "configs/quick.yaml", "--set", f"run.storage_path={storage}",
-           "--set", "train.epochs=2", "--set", "search.train.seed=[0]", "--set", f"run.results_dir={tmp_path / 'res'}"]
+           "--set", "train.epochs=2", "--set", "search.train.seed=[0]", "--set", f"run.results_dir={tmp_path / 'res'}",
+           # the job server is under test, not the base: a fixed random one, nothing to pretrain
+           "--set", "model.weights=none", "--set", "model.base_seed=0"]
 
     def submitted():
         # Right after `ray start` the head's job agent may not be up yet; Ray then asks to try again later.

@@ -18,9 +18,9 @@ from hwr.glyphs import Augment, GlyphError, augment, find_fonts, label_set, look
 from hwr.model import build_model
 from hwr import pretrain as pt
 
-# A recipe that trains in a second or two: Hershey Greek only, two steps.
-TINY = ["glyphs.sources=[hershey]", "glyphs.scripts=[greek]", "train.samples=64", "train.batch_size=32",
-        "train.val_per_class=1"]
+# A recipe that trains in a few seconds: Hershey Greek only, two skeleton steps, then one VGG16 step.
+TINY = ["glyphs.sources=[hershey]", "glyphs.scripts=[greek]", "train.shallow_samples=64", "train.samples=32",
+        "train.batch_size=32", "train.val_per_class=1"]
 
 
 def test_disjoint_label_set_holds_no_target_and_latin62_is_the_targets():
@@ -86,6 +86,30 @@ def test_fold_batchnorm_gives_the_trained_activations():
                           for p in ("weight", "bias")}
 
 
+def test_deepen_grows_vgg16_that_computes_what_the_skeleton_did():
+    torch.manual_seed(0)
+    skeleton = pt.vgg_bn_features((1, 1, 1, 1, 1))
+    skeleton.train()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for _ in range(3):
+            skeleton(torch.randn(16, 3, 32, 32) * 2 + 1)
+    skeleton.eval()
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        want = skeleton(x)
+        deep = pt.deepen(skeleton, torch.randn(32, 3, 32, 32)).eval()
+        got = deep(x)
+    assert torch.allclose(got, want, atol=1e-5 * want.abs().max().item())
+    reference = pt.vgg_bn_features()  # torchvision's VGG16-BN layout, layer for layer
+    assert [type(m) for m in deep] == [type(m) for m in reference]
+    assert [p.shape for p in deep.parameters()] == [p.shape for p in reference.parameters()]
+    # the grown layers are trainable from there: a training step changes the Dirac kernels
+    deep.train()
+    loss = deep(x).square().mean()
+    loss.backward()
+    assert deep[3].weight.grad is not None and deep[3].weight.grad.abs().sum() > 0
+
+
 def test_pretrain_is_deterministic_and_its_base_loads(tmp_path):
     recipe = pt.load_recipe(None, TINY)
     a = pt.pretrain(recipe, tmp_path / "a.pt", progress=False)
@@ -95,7 +119,8 @@ def test_pretrain_is_deterministic_and_its_base_loads(tmp_path):
     assert a["held_out_accuracy"] == b["held_out_accuracy"]
     assert a["fold_max_rel_error"] < 1e-4
     sidecar = json.loads((tmp_path / "a.json").read_text())
-    assert sidecar["recipe"]["train"]["samples"] == 64 and sidecar["image_size"] == 32
+    assert sidecar["recipe"]["train"]["shallow_samples"] == 64 and sidecar["image_size"] == 32
+    assert sidecar["shallow"]["steps"] == 2 and sidecar["deep"]["steps"] == 1 and sidecar["samples"] == 96
     assert sidecar["input_conventions"] == ["per_image", "none", "imagenet"]
     assert all(f["kind"] == "hershey" and len(f["sha256"]) == 64 for f in sidecar["fonts"])
     assert sidecar["classes"][:3] == ["Α", "Β", "Γ"] and "torch" in sidecar["versions"]
@@ -126,6 +151,8 @@ def test_cli_pretrain_caches_by_recipe(tmp_path, capsys, monkeypatch):
     (["--set", "train.conventions=[sepia]"], "train.conventions in recipe must list"),
     (["--set", "augment.height=[0.9, 0.5]"], "augment.height in recipe must be [low, high]"),
     (["--set", "train.samples=many"], "train.samples must be an integer"),
+    (["--set", "train.samples=0", "--set", "train.shallow_samples=0"], "not both 0"),
+    (["--set", "train.zero_mean_stem=maybe"], "train.zero_mean_stem must be true or false"),
 ])
 def test_bad_recipes_get_one_sentence_and_exit_2(args, message, capsys, tmp_path):
     assert cli.main(["pretrain", *args, "--out", str(tmp_path / "x.pt")]) == 2

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import time
 
+import logging
+
 import pandas as pd
 import pytest
 import ray
+
+from hwr.config import ConfigError
+from hwr.train import CHECKPOINT_FILE, load_checkpoint
 
 from study.cli import analyze
 from study.config import load_study
@@ -24,18 +29,39 @@ def local_ray():
     ray.shutdown()
 
 
+class SnapshotWarnings(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        if "snapshotting has been triggered" in record.getMessage():
+            self.messages.append(record.getMessage())
+
+
 def test_quick_study_end_to_end(local_ray, tmp_path):
     """configs/quick.yaml through Tune: one trial per grid point, full histories, TensorBoard logs, report."""
     study = load_study("configs/quick.yaml", [f"run.storage_path={tmp_path / 'ray'}", "train.epochs=3",
                                               "search.train.seed=[0, 1]", f"run.results_dir={tmp_path / 'res'}"])
     assert study.num_trials == 8
-    path = run_study(study, progress=False)
+    warnings = SnapshotWarnings()
+    logging.getLogger("ray.tune").addHandler(warnings)
+    try:
+        path = run_study(study, progress=False)
+    finally:
+        logging.getLogger("ray.tune").removeHandler(warnings)
+    assert warnings.messages == []  # no experiment snapshot forced by checkpoints
     dirs = trial_dirs(tmp_path / "ray" / "quick")
     assert len(dirs) == study.num_trials
     for d in dirs:
         assert epochs_of(d) == [1, 2, 3]
         assert list(d.glob("events.out.tfevents*")), f"no TensorBoard log in {d.name}"
         assert b"model/activation" in next(d.glob("events.out.tfevents*")).read_bytes()  # hparams
+        # a trial this short writes only its final checkpoint: the outcome and float16 weights, nothing to resume
+        (checkpoint,) = d.glob("checkpoint_*")
+        state = load_checkpoint(checkpoint / CHECKPOINT_FILE)
+        assert state["final"] and state["optimizer"] is None and state["best"] is None
+        assert len(state["history"]) == 3 and state["best_test"] is not None
     configs = {(c.model.activation, c.model.normalization, c.train.seed) for c in study.trial_configs()}
     out = analyze(path, str(tmp_path / "report"))
     trials = pd.read_csv(out / "trials.csv")
@@ -112,3 +138,23 @@ def test_the_driver_does_not_import_torchvision():
     code = "import sys, study.run; print('torchvision' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("run, named", [({"checkpoint_every": -1}, "checkpoint_every"),
+                                        ({"checkpoint_seconds": -5}, "checkpoint_seconds"),
+                                        ({"keep_best": "yes"}, "run.keep_best"),
+                                        ({"checkpoint_evry": 2}, "run.checkpoint_evry")])
+def test_checkpoint_settings_are_checked(tmp_path, run, named):
+    with pytest.raises(ConfigError, match=named) as err:
+        load_study(write_study(tmp_path, run=run))
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_checkpoint_settings_reach_the_trainable(tmp_path):
+    from study.run import checkpoint_policy
+
+    study = load_study(write_study(tmp_path, run={"checkpoint_every": 5, "checkpoint_seconds": 0, "keep_best": True}))
+    policy = checkpoint_policy(study)
+    assert (policy.every, policy.seconds, policy.keep_best) == (5, 0.0, True)
+    default = checkpoint_policy(load_study(write_study(tmp_path, "d")))
+    assert (default.every, default.seconds, default.keep_best) == (1, 60.0, False)

@@ -8,7 +8,7 @@ import hwr.model
 import torch
 from hwr.config import load_config
 from hwr.model import build_model
-from hwr.train import TrainError, fit, load_checkpoint, load_data
+from hwr.train import CheckpointPolicy, TrainError, _Inputs, evaluate, fit, load_checkpoint, load_data, save_checkpoint
 
 from conftest import TINY
 
@@ -54,25 +54,129 @@ def test_on_epoch_sees_every_record_and_the_final_summary(data):
     assert seen[-1][2] is not None and seen[0][2] is None
 
 
-@pytest.mark.parametrize("trainable_from", ["none", "block5"])
-def test_resume_equals_uninterrupted(tmp_path, data, trainable_from):
-    config = cfg(f"model.trainable_from={trainable_from}", "train.epochs=4", "model.dropout=0.3")
-    whole = fit(config, data)
+class Crash(Exception):
+    pass
 
-    class Crash(Exception):
-        pass
 
-    def crash_after_two(record, summary, last):
-        if record["epoch"] == 2:
+def crash_after(epoch):
+    def on_epoch(record, summary, last):
+        if record["epoch"] == epoch:
             raise Crash
+    return on_epoch
+
+
+@pytest.mark.parametrize("trainable_from, every, keep_best", [("none", 1, False), ("block5", 1, True),
+                                                              ("none", 2, True)])
+def test_resume_equals_uninterrupted(tmp_path, data, trainable_from, every, keep_best):
+    """Crash after epoch 3; the run resumes from its last checkpoint (epoch 3, or 2 when every 2 epochs)."""
+    config = cfg(f"model.trainable_from={trainable_from}", "train.epochs=5", "model.dropout=0.3",
+                 "train.optimizer=sgd", "train.lr=0.05")
+    policy = CheckpointPolicy(every=every, seconds=0, keep_best=keep_best)
+    whole = fit(config, data)
 
     ckpt = tmp_path / "checkpoint.pt"
     with pytest.raises(Crash):
-        fit(config, data, checkpoint_path=ckpt, on_epoch=crash_after_two)
-    assert len(load_checkpoint(ckpt)["history"]) == 2
-    resumed = fit(config, data, checkpoint_path=ckpt, resume_from=ckpt)
+        fit(config, data, checkpoint_path=ckpt, policy=policy, on_epoch=crash_after(3))
+    assert len(load_checkpoint(ckpt)["history"]) == 3 // every * every
+    resumed = fit(config, data, checkpoint_path=ckpt, resume_from=ckpt, policy=policy)
     assert without_times(resumed.history) == without_times(whole.history)
-    assert resumed.test_acc == whole.test_acc and resumed.best_epoch == whole.best_epoch
+    assert (resumed.test_acc, resumed.test_loss, resumed.best_epoch) == (whole.test_acc, whole.test_loss,
+                                                                         whole.best_epoch)
+    again = fit(config, data, resume_from=ckpt)  # from the final checkpoint: nothing left to train
+    assert without_times(again.history) == without_times(whole.history) and again.test_acc == whole.test_acc
+
+
+def score(config, data, weights):
+    """(test_loss, test_acc) of `weights` on the run's inputs (its cached frozen features), as fit scores them."""
+    cpu = torch.device("cpu")
+    model = build_model(config.model, config.data.image_size, seed=config.train.seed)
+    model.load_trainable_state(weights)
+    z = hwr.features.frozen_features(model, data.images, hwr.features.frozen_key(config, data.key), cpu)
+    return evaluate(model, _Inputs(model, data, cpu, z), data.splits.test, cpu)
+
+
+def test_the_test_score_is_that_of_the_best_validation_weights(tmp_path, data):
+    """Scored when validation improves, without keeping the weights: what scoring them at the end gives."""
+    result = fit(cfg("train.epochs=4", "train.optimizer=sgd", "train.lr=0.05"), data)
+    longer = cfg("train.epochs=5", "train.optimizer=sgd", "train.lr=0.05")  # the same first 4 epochs
+    ckpt = tmp_path / "checkpoint.pt"
+    with pytest.raises(Crash):  # stop at the best epoch with its float32 weights in a resume checkpoint
+        fit(longer, data, checkpoint_path=ckpt, policy=CheckpointPolicy(seconds=0),
+            on_epoch=crash_after(result.best_epoch))
+    assert score(longer, data, load_checkpoint(ckpt)["model"]) == (result.test_loss, result.test_acc)
+
+
+def tensor_bytes(obj) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+@pytest.mark.parametrize("trainable_from", ["none", "block5"])
+def test_checkpoints_hold_what_resuming_needs_and_nothing_twice(tmp_path, data, trainable_from):
+    config = cfg(f"model.trainable_from={trainable_from}", "train.epochs=3", "train.optimizer=sgd")
+    model = build_model(config.model, config.data.image_size)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    ckpt = tmp_path / "checkpoint.pt"
+    with pytest.raises(Crash):
+        fit(config, data, checkpoint_path=ckpt, policy=CheckpointPolicy(seconds=0, keep_best=False),
+            on_epoch=crash_after(2))
+    resume = load_checkpoint(ckpt)
+    # float32 trainable weights + float32 SGD momentum, no frozen layer, no best copy
+    assert resume["best"] is None and not resume["final"]
+    assert all(v.dtype == torch.float32 for v in resume["model"].values())
+    assert tensor_bytes(resume["model"]) == tensor_bytes(resume["optimizer"]) == 4 * trainable
+    fit(config, data, checkpoint_path=ckpt, resume_from=ckpt, policy=CheckpointPolicy(keep_best=False))
+    final = load_checkpoint(ckpt)  # no optimizer state; the last weights in float16, for prediction
+    assert final["final"] and final["optimizer"] is None and final["best"] is None
+    assert tensor_bytes(final) == 2 * trainable and final["best_test"] is not None
+    fit(config, data, checkpoint_path=ckpt, policy=CheckpointPolicy(keep_best=True))
+    kept = load_checkpoint(ckpt)  # the best weights instead of the last ones, not both
+    assert kept["model"] is None and tensor_bytes(kept["best"]) == 2 * trainable
+
+
+def test_the_default_policy_writes_only_the_final_checkpoint_of_a_short_run(tmp_path, data):
+    written = []
+    fit(cfg(), data, checkpoint_path=tmp_path / "c.pt", on_epoch=lambda r, s, last: written.append(s["checkpoint_epoch"]))
+    assert written == [None, None, 3]
+    every_second = []
+    fit(cfg("train.epochs=5"), data, checkpoint_path=tmp_path / "d.pt", policy=CheckpointPolicy(every=2, seconds=0),
+        on_epoch=lambda r, s, last: every_second.append(s["checkpoint_epoch"]))
+    assert every_second == [None, 2, 2, 4, 5]
+
+
+def test_policy_due():
+    assert CheckpointPolicy(every=1, seconds=0).due(1, 0.0)
+    assert not CheckpointPolicy(every=1, seconds=60).due(1, 59.9) and CheckpointPolicy(every=1, seconds=60).due(1, 60)
+    assert not CheckpointPolicy(every=3, seconds=0).due(2, 100) and CheckpointPolicy(every=3, seconds=0).due(6, 0)
+    assert not CheckpointPolicy(every=0, seconds=0).due(1, 1e9)
+
+
+def test_float16_best_weights_score_as_the_float32_ones(tmp_path, data):
+    config = cfg("train.epochs=4")
+    fit(config, data, checkpoint_path=tmp_path / "c.pt", policy=CheckpointPolicy(keep_best=True))
+    state = load_checkpoint(tmp_path / "c.pt")
+    assert all(v.dtype == torch.float16 for v in state["best"].values())
+    loss, acc = score(config, data, state["best"])
+    exact_loss, exact_acc = state["best_test"]  # scored with the float32 weights during training
+    assert acc == pytest.approx(exact_acc, abs=1 / len(data.splits.test))
+    assert loss == pytest.approx(exact_loss, rel=1e-3)
+
+
+def test_older_checkpoints_are_read_but_not_resumed(tmp_path, data):
+    config = cfg("train.epochs=1")
+    ckpt = tmp_path / "checkpoint.pt"
+    fit(config, data, checkpoint_path=ckpt)
+    state = load_checkpoint(ckpt)
+    state["format"] = 1
+    save_checkpoint(ckpt, state)
+    assert load_checkpoint(ckpt)["format"] == 1
+    with pytest.raises(TrainError, match="older hwr"):
+        fit(config, data, resume_from=ckpt)
 
 
 def test_resume_refuses_another_config(tmp_path, data):
