@@ -271,6 +271,8 @@ def measure(args, work: Path) -> dict[str, Any]:
             import yaml
 
             doc = yaml.safe_load((code / "configs" / "quick.yaml").read_text())
+            # one fixed random base in both versions: the base is frozen, and a checkpoint holds only the head
+            doc["model"] = {**doc["model"], "weights": "none", "base_seed": 0}
             doc["run"] = {**doc.get("run", {}), "storage_path": str(work / version / "quick"),
                           "results_dir": str(work / version / "results")}
             if args.quick:

@@ -43,7 +43,7 @@ def analyze(path: str, out: str | None) -> Path:
     from study.analysis.report import write_report
     from study.experiment import load_tables, read_study_doc
     from study.run import StudyError
-    from study.state import resumable
+    from study.state import resumable, shown_path
 
     if "://" not in path:
         path = str(Path(path).resolve())
@@ -62,12 +62,6 @@ def analyze(path: str, out: str | None) -> Path:
                          "the report there before, if any, is unchanged.") from None
     print(f"Report: {target / 'report.html'} ({len(trials)} trials)")
     return target
-
-
-def shown_path(path: str) -> str:
-    """How a report names its experiment: a URI as it is, a local path relative to the working directory
-    (the project), so that no report carries a machine's absolute path."""
-    return path if "://" in path else os.path.relpath(Path(path).resolve(), Path.cwd())
 
 
 def _analyze(args: argparse.Namespace) -> None:

@@ -22,7 +22,7 @@ from hwr.train import load_data
 from study.config import StudyConfig
 from study.run import check_cluster, delete_experiment, experiment_path, init_ray, make_trainable, param_space, \
     run_config, shared_features
-from study.state import finished, lock, resumable
+from study.state import finished, lock, resumable, shown_path
 from study.trainable import LAST_KEY
 
 
@@ -83,7 +83,7 @@ def lr_search(study: StudyConfig, *, fresh: bool = False, out: Path | None = Non
         section, leaf = opt.param.split(".")
         rows.append({**{k.split(".")[1]: v for k, v in arm.items()},
                      "lr": float(best.config[section][leaf]), opt.metric: float(best.metrics[opt.metric]),
-                     "experiment": path})
+                     "experiment": shown_path(path)})
         print(f"arm {label}: best {opt.param} = {rows[-1]['lr']:.3g} ({opt.metric} {rows[-1][opt.metric]:.4f})")
     out = out or Path(study.run.results_dir) / study.name / "best_lr.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -53,6 +53,12 @@ def fs_and_path(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
     return pyarrow.fs.LocalFileSystem(), uri
 
 
+def shown_path(path: str) -> str:
+    """How reports and files name an experiment: a URI as it is, a local path relative to the working directory
+    (the project), so that no committed file carries a machine's absolute path."""
+    return path if "://" in path else os.path.relpath(Path(path).resolve(), Path.cwd())
+
+
 def _listing(path: str) -> tuple[pyarrow.fs.FileSystem, str, dict[str, pyarrow.fs.FileInfo]]:
     fs, p = fs_and_path(path)
     try:
@@ -163,4 +169,4 @@ def lock(path: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-__all__ = ["StateError", "finished", "fs_and_path", "lock", "resumable", "tuner_pkl_ok"]
+__all__ = ["StateError", "finished", "fs_and_path", "lock", "resumable", "shown_path", "tuner_pkl_ok"]

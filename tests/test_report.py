@@ -12,7 +12,7 @@ import pytest
 
 from study.analysis.params import AnalysisParams
 from study.analysis.report import rewrite_report, write_report
-from study.cli import shown_path
+from study.state import shown_path
 
 ARMS = {("selu", "none"): 3, ("relu", "per_image"): 5, ("selu", "per_image"): 5, ("relu", "none"): 3}
 
