@@ -18,17 +18,19 @@ BENCHMARKS = {  # name -> (module, what it measures)
     "checkpoints": ("benchmarks.checkpoints", "checkpoint bytes and time share per trial, before/after, GPU projection"),
     "first-step": ("benchmarks.first_step", "where a study's first training step goes on a fresh local Ray"),
     "gpu-check": ("benchmarks.gpu_check", "paper scale on one GPU (benchmarks/gpu_check.sh; --dry-run on a CPU)"),
+    "pretrain": ("benchmarks.pretrain", "how well a glyph-pretrained base transfers to the real set (docs/pretraining.md)"),
     "serve": ("benchmarks.serve", "hwr serve's latency per prediction (drawing and upload)"),
     "faults": ("benchmarks.faults", "the fault suite in one run: its table into docs/reliability.md"),
 }
 
 
 def parser() -> argparse.ArgumentParser:
+    listing = "\n".join(f"  {k:<12} {v[1]}" for k, v in sorted(BENCHMARKS.items()))
     ap = argparse.ArgumentParser(
         prog="hwr-bench", description="Benchmarks of the hwr pipeline and the study (docs/performance.md).",
-        epilog="`hwr-bench NAME --help` lists a benchmark's options.")
-    ap.add_argument("benchmark", choices=sorted(BENCHMARKS), metavar="NAME",
-                    help="; ".join(f"{k}: {v[1]}" for k, v in sorted(BENCHMARKS.items())))
+        epilog=f"benchmarks:\n{listing}\n\n`hwr-bench NAME --help` lists a benchmark's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("benchmark", choices=sorted(BENCHMARKS), metavar="NAME", help="one of the benchmarks below")
     return ap
 
 
