@@ -13,14 +13,17 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-.PHONY: venv run test tensorboard bench serve
+.PHONY: venv run test faults tensorboard bench serve
 venv: $(STAMP)
 
 run: $(STAMP)  ## the study (quick.yaml by default: offline, a few minutes on 2 CPU cores)
 	$(VENV)/bin/hwr-study run $(CONFIG)
 
-test: $(STAMP)  ## the whole test suite
-	$(VENV)/bin/python -m pytest -q
+test: $(STAMP)  ## the test suite, less the process-killing fault tests (`make faults`); about 12 min on 2 cores
+	$(VENV)/bin/python -m pytest -q -m "not faults"
+
+faults: $(STAMP)  ## the fault suite in one run (kills, damaged files, full disk, bad input): table in docs/reliability.md
+	$(VENV)/bin/hwr-bench faults
 
 serve: $(STAMP)  ## draw a character on CHECKPOINT's model (default: the best trial of `make run`), on 127.0.0.1:8000
 	$(VENV)/bin/hwr serve $(CHECKPOINT)
