@@ -233,10 +233,30 @@ def sha256_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+class _Sha256Writer:
+    """A file that hashes what is written through it: a checkpoint is hashed as it is saved, not read back."""
+
+    def __init__(self, f):
+        self.f, self.sha = f, hashlib.sha256()
+
+    def write(self, b) -> int:
+        self.sha.update(b)
+        return self.f.write(b)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write the checkpoint whole or not at all (temporary file, rename), then its sha256 beside it."""
-    atomic_write(path, lambda f: torch.save(state, f))
-    atomic_write(sha256_path(path), lambda f: f.write(sha256_file(path).encode()))
+    writer: list[_Sha256Writer] = []
+
+    def save(f) -> None:
+        writer.append(_Sha256Writer(f))
+        torch.save(state, writer[0])
+
+    atomic_write(path, save)
+    atomic_write(sha256_path(path), lambda f: f.write(writer[0].sha.hexdigest().encode()))
 
 
 def checkpoint_problem(path: Path) -> str | None:
