@@ -2,8 +2,8 @@
 
     data:  {dataset: chars74k, root: null, image_size: 224, split: paper, split_seed: 0}
     model: {weights: imagenet, trainable_from: block5, activation: relu, normalization: per_image, dropout: 0.0,
-            base_seed: null}
-    train: {optimizer: sgd, lr: 1.0e-3, momentum: 0.9, batch_size: 32, epochs: 30, seed: 0}
+            base_seed: null, init: auto}
+    train: {optimizer: sgd, lr: 1.0e-3, momentum: 0.9, batch_size: 32, epochs: 30, seed: 0, evals_per_epoch: 8}
 
 `load_config` reads a YAML file and `--set section.key=value` overrides into a validated `Config`.
 Every mistake is a `ConfigError` whose message is one sentence naming the key or value at fault.
@@ -23,7 +23,8 @@ NORMALIZATIONS = ("none", "per_image", "imagenet")
 TRAINABLE_FROM = ("none", "block1", "block2", "block3", "block4", "block5", "all")
 DATASETS = ("chars74k", "synthetic")
 SPLITS = ("paper", "writer")
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+INITS = ("auto", "glorot", "lecun", "paired")  # the head's initialisation (hwr.model.init_linear)
 # Conv bases pretrained here on rendered glyphs (hwr.pretrain), built on first use and cached.
 NAMED_BASES = ("glyphs", "glyphs-small")
 
@@ -51,6 +52,7 @@ class ModelConfig:
     # With weights=none: the random conv base's init seed. null = train.seed (each seed draws its own base);
     # an integer fixes one random base for every trial, as pretrained weights are fixed.
     base_seed: int | None = None
+    init: str = "auto"  # head init: auto | glorot | lecun | paired (hwr.model.INITS)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class TrainConfig:
     batch_size: int = 32
     epochs: int = 30
     seed: int = 0
+    evals_per_epoch: int = 8  # validation (and training-loss) measurements per epoch, evenly spaced in steps
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,7 @@ def _validate(cfg: Config) -> Config:
     _check_choice("model.normalization", m.normalization, NORMALIZATIONS)
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}.")
+    _check_choice("model.init", m.init, INITS)
     if m.base_seed is not None and m.weights != "none":
         raise ConfigError(f"model.base_seed only applies with model.weights none, not {m.weights!r}; remove it.")
     _check_choice("train.optimizer", t.optimizer, OPTIMIZERS)
@@ -165,6 +169,8 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(f"train.batch_size must be >= 1, got {t.batch_size}.")
     if t.epochs < 1:
         raise ConfigError(f"train.epochs must be >= 1, got {t.epochs}.")
+    if t.evals_per_epoch < 1:
+        raise ConfigError(f"train.evals_per_epoch must be >= 1, got {t.evals_per_epoch}.")
     return cfg
 
 

@@ -9,19 +9,21 @@ can compute it once and every epoch (and every trial that shares it) trains only
 
 The head is the paper's FC1024-act-FC1024-act-FC62 on the flattened conv output, as Keras'
 `VGG16(include_top=False)` + `Flatten` gives it (no adaptive pooling): 512 * (S/32)^2 inputs.
-SELU follows its authors: LeCun-normal weights and AlphaDropout. Other activations use Keras' default
-Glorot-uniform weights with zero biases, as the paper's Keras code did.
+SELU follows its authors by default: LeCun-normal weights and AlphaDropout. Other activations use Keras'
+default Glorot-uniform weights with zero biases, as the paper's Keras code did. `model.init` chooses
+another scheme (`INITS`), e.g. Glorot uniform for SELU too, or initial weights paired across activations.
 """
 
 from __future__ import annotations
 
+import math
 import urllib.error
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from hwr.config import NAMED_BASES, ModelConfig
+from hwr.config import INITS, NAMED_BASES, ModelConfig
 
 NUM_CLASSES = 62
 HIDDEN = 1024
@@ -60,8 +62,9 @@ class InputNorm(nn.Module):
         return x.contiguous(memory_format=torch.channels_last)
 
 
-def make_head(in_features: int, activation: str, dropout: float, generator: torch.Generator) -> nn.Sequential:
-    """flatten -> FC1024 -> act -> FC1024 -> act -> FC62, initialised from `generator`."""
+def make_head(in_features: int, activation: str, dropout: float, generator: torch.Generator,
+              init: str = "auto") -> nn.Sequential:
+    """flatten -> FC1024 -> act -> FC1024 -> act -> FC62, initialised from `generator` by `init` (INITS)."""
     act = ACTIVATIONS[activation]
     drop = nn.AlphaDropout if activation == "selu" else nn.Dropout
     layers: list[nn.Module] = [nn.Flatten()]
@@ -72,12 +75,33 @@ def make_head(in_features: int, activation: str, dropout: float, generator: torc
     layers.append(nn.Linear(HIDDEN, NUM_CLASSES))
     for layer in layers:
         if isinstance(layer, nn.Linear):
-            if activation == "selu":  # LeCun normal: std = 1/sqrt(fan_in)
-                nn.init.kaiming_normal_(layer.weight, nonlinearity="linear", generator=generator)
-            else:
-                nn.init.xavier_uniform_(layer.weight, generator=generator)
+            init_linear(layer.weight, activation, init, generator)
             nn.init.zeros_(layer.bias)
     return nn.Sequential(*layers)
+
+
+# Head initialisations (`model.init`). `auto`: as each activation's authors prescribe (LeCun normal for
+# SELU, Keras' Glorot uniform for the rest). `glorot`: Glorot uniform for every activation, Keras' default
+# for Dense layers and so most likely the paper's ("only the activation changed"); at one seed a SELU and a
+# ReLU head then start from the same weights. `lecun`: LeCun normal for every activation. `paired`: each
+# activation's own scheme in its uniform form (LeCun uniform for SELU, Glorot uniform otherwise) scaling the
+# same U(-1, 1) draws, so heads of different activations at one seed start from the same weights up to a
+# per-layer factor.
+
+
+def init_linear(weight: torch.Tensor, activation: str, init: str, generator: torch.Generator) -> None:
+    fan_out, fan_in = weight.shape
+    selu_scheme = activation == "selu"
+    if init == "glorot" or (init == "auto" and not selu_scheme):
+        nn.init.xavier_uniform_(weight, generator=generator)
+    elif init == "lecun" or init == "auto":  # LeCun normal: std = 1/sqrt(fan_in)
+        nn.init.kaiming_normal_(weight, nonlinearity="linear", generator=generator)
+    elif init == "paired":
+        bound = math.sqrt(3.0 / fan_in) if selu_scheme else math.sqrt(6.0 / (fan_in + fan_out))
+        with torch.no_grad():
+            weight.uniform_(-1.0, 1.0, generator=generator).mul_(bound)
+    else:
+        raise ModelError(f"model.init must be one of {', '.join(INITS)}; got {init!r}.")
 
 
 def frozen_shape(trainable_from: str, image_size: int) -> tuple[int, int, int] | None:
@@ -174,7 +198,7 @@ class HWRNet(nn.Module):
         self.features = load_conv_base(cfg.weights, base_seed(cfg, seed)) if conv_base else nn.Sequential()
         side = image_size // 32
         generator = torch.Generator().manual_seed(seed)
-        self.head = make_head(512 * side * side, cfg.activation, cfg.dropout, generator)
+        self.head = make_head(512 * side * side, cfg.activation, cfg.dropout, generator, cfg.init)
         for p in self.features[: self.split].parameters():
             p.requires_grad_(False)
         self.to(memory_format=torch.channels_last)

@@ -42,6 +42,12 @@ from hwr.files import atomic_write
 from hwr.model import HWRNet, build_model
 
 RECORD_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "lr")
+# One evaluation (train.evals_per_epoch of them per epoch): `step` counts optimizer steps, `epoch` is
+# fractional (step / steps per epoch), train_loss/train_acc are over the batches since the previous
+# evaluation, val_nll_ts/temperature the validation NLL after temperature scaling and its T,
+# epoch_time_s the seconds since the epoch began, elapsed_s the training seconds since the run began.
+EVAL_KEYS = ("step", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_nll_ts", "temperature",
+             "epoch_time_s", "elapsed_s", "lr", "epoch_end")
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = 2
 EVAL_BATCH = 256
@@ -65,7 +71,8 @@ class TrainingData:
 @dataclass
 class RunResult:
     config: dict[str, Any]
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)  # one record per epoch (RECORD_KEYS)
+    evals: list[dict[str, float]] = field(default_factory=list)  # one per evaluation (EVAL_KEYS)
     test_loss: float | None = None
     test_acc: float | None = None
     best_epoch: int | None = None
@@ -168,42 +175,118 @@ def _autocast(device: torch.device):
 
 
 @torch.no_grad()
-def evaluate(model: HWRNet, inputs: _Inputs, indices: np.ndarray, device: torch.device) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over `indices`."""
+def _logits(model: HWRNet, inputs: _Inputs, indices: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float32 logits on the CPU, labels) over `indices`, in eval mode."""
     model.eval()
     idx_all = torch.from_numpy(indices).to(device)
-    loss_sum, correct = 0.0, 0
+    out, labels = [], []
     for start in range(0, len(idx_all), EVAL_BATCH):
         x, y = inputs.batch(idx_all[start : start + EVAL_BATCH])
         with _autocast(device):
-            logits = model.trainable(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-    n = max(len(indices), 1)
-    return loss_sum / n, correct / n
+            out.append(model.trainable(x).float().cpu())
+        labels.append(y.cpu())
+    if not out:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+    return torch.cat(out), torch.cat(labels)
 
 
-def _train_epoch(model, inputs, opt, indices, cfg, epoch, device) -> tuple[float, float, bool]:
-    """One pass over the training split; returns (mean loss, accuracy, diverged)."""
+def _loss_acc(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    if len(y) == 0:
+        return 0.0, 0.0
+    return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+
+
+def evaluate(model: HWRNet, inputs: _Inputs, indices: np.ndarray, device: torch.device) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over `indices`."""
+    return _loss_acc(*_logits(model, inputs, indices, device))
+
+
+def temperature_scaled_nll(logits: torch.Tensor, y: torch.Tensor, iters: int = 50) -> tuple[float, float]:
+    """(mean NLL of softmax(logits / T), T) at the T > 0 that minimises it on these logits (Guo et al. 2017).
+
+    The NLL is convex in beta = 1/T (a log-sum-exp of lines in beta minus a line), so Newton's method on
+    beta from beta = 1 finds the minimum: f' = mean(E_p[z] - z_y), f'' = mean(Var_p[z]) >= 0. A halving
+    line search keeps beta positive and f decreasing. Non-finite logits give (nan, nan).
+    """
+    z = logits.double()
+    if len(y) == 0 or not torch.isfinite(z).all():
+        return math.nan, math.nan
+    zy = z.gather(1, y[:, None]).squeeze(1)
+
+    def nll(beta: float) -> float:
+        return (torch.logsumexp(beta * z, 1) - beta * zy).mean().item()
+
+    beta, f = 1.0, nll(1.0)
+    for _ in range(iters):
+        p = torch.softmax(beta * z, 1)
+        mean = (p * z).sum(1)
+        grad = (mean - zy).mean().item()
+        hess = ((p * z * z).sum(1) - mean**2).mean().item()
+        if hess <= 1e-12 or abs(grad) < 1e-10:
+            break
+        step = grad / hess
+        while True:
+            nb = beta - step
+            if nb > 0 and (fn := nll(nb)) <= f + 1e-15:
+                break
+            step /= 2
+            if abs(step) < 1e-12:
+                nb, fn = beta, f
+                break
+        if abs(nb - beta) < 1e-9 * max(beta, 1.0):
+            beta, f = nb, fn
+            break
+        beta, f = nb, fn
+    return f, 1.0 / beta
+
+
+def eval_points(steps_per_epoch: int, evals_per_epoch: int) -> list[int]:
+    """Steps within an epoch (1-based) after which the run is evaluated: `evals_per_epoch` evenly spaced
+    ones (fewer when the epoch has fewer steps), the last being the epoch's end."""
+    n = max(1, min(evals_per_epoch, steps_per_epoch))
+    return sorted({max(1, round(j * steps_per_epoch / n)) for j in range(1, n + 1)})
+
+
+def _chunks(model, inputs, opt, indices, cfg, epoch, device, stops: list[int]):
+    """One pass over the training split. Yields (steps done this epoch, mean loss and accuracy over the
+    batches since the previous yield, diverged, how many examples those batches held) after each step in `stops` (the last one is the epoch's
+    end), and at once when the loss is not finite. The caller may evaluate between yields (eval mode,
+    no random draws): training resumes in train mode, so the run is the same with or without them."""
     model.train()
     seed = _epoch_seed(cfg.train.seed, epoch)
     torch.manual_seed(seed)  # dropout draws
     order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))
     idx_all = torch.from_numpy(indices)[order].to(device)
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum, correct, seen, step, pending = 0.0, 0, 0, 0, set(stops)
     for start in range(0, len(idx_all), cfg.train.batch_size):
         x, y = inputs.batch(idx_all[start : start + cfg.train.batch_size])
         with _autocast(device):
             logits = model.trainable(x)
         loss = F.cross_entropy(logits.float(), y)
         if not torch.isfinite(loss):
-            return loss.item(), correct / max(seen, 1), True
+            yield step + 1, loss.item(), correct / max(seen, 1), True, seen
+            return
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         loss_sum += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
+        step += 1
+        if step in pending:
+            yield step, loss_sum / seen, correct / seen, False, seen
+            model.train()
+            loss_sum, correct, seen = 0.0, 0, 0
+
+
+def _train_epoch(model, inputs, opt, indices, cfg, epoch, device) -> tuple[float, float, bool]:
+    """One whole pass over the training split with no evaluation in it: (mean loss, accuracy, diverged)."""
+    steps = math.ceil(len(indices) / cfg.train.batch_size)
+    loss_sum = correct = seen = 0.0
+    for _, loss, acc, diverged, n in _chunks(model, inputs, opt, indices, cfg, epoch, device, [steps]):
+        if diverged:
+            return loss, correct / max(seen, 1), True
+        loss_sum, correct, seen = loss_sum + loss * n, correct + acc * n, seen + n
     return loss_sum / seen, correct / seen, False
 
 
@@ -211,6 +294,8 @@ def _optimizer(model: HWRNet, cfg: Config) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.train.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.train.lr)
+    if cfg.train.optimizer == "rmsprop":  # Keras' RMSprop: rho 0.9, epsilon 1e-7, no momentum
+        return torch.optim.RMSprop(params, lr=cfg.train.lr, alpha=0.9, eps=1e-7)
     return torch.optim.SGD(params, lr=cfg.train.lr, momentum=cfg.train.momentum)
 
 
@@ -293,6 +378,7 @@ def fit(
     resume_from: Path | None = None,
     policy: CheckpointPolicy = CheckpointPolicy(),
     on_epoch: Callable[[dict[str, float], dict[str, Any], bool], None] | None = None,
+    on_eval: Callable[[dict[str, float], dict[str, Any], bool], None] | None = None,
     features: torch.Tensor | None = None,
     device: torch.device | None = None,
     progress: bool = False,
@@ -301,7 +387,9 @@ def fit(
 
     `on_epoch(record, summary, last)` is called after each epoch (and its checkpoint, if `policy` wrote one:
     then `summary["checkpoint_epoch"]` is this epoch); `summary` is the run so far (best epoch and val acc;
-    test metrics once `last` is True, on the final epoch).
+    test metrics once `last` is True, on the final epoch). `on_eval(evaluation, summary, last)` is called
+    after each of the `train.evals_per_epoch` evaluations of an epoch (EVAL_KEYS); for the epoch's last one
+    it comes after the checkpoint and just before `on_epoch`.
     """
     device = device or pick_device()
     data = data or load_data(cfg.data, progress=progress)
@@ -317,34 +405,58 @@ def fit(
     if resume_from is not None:
         run = _resume(resume_from, cfg, model, opt, result)
 
+    steps_per_epoch = math.ceil(len(data.splits.train) / cfg.train.batch_size)
+    stops = eval_points(steps_per_epoch, cfg.train.evals_per_epoch)
+    elapsed = result.evals[-1]["elapsed_s"] if result.evals else 0.0
     saved_at = time.monotonic()
     for epoch in range(len(result.history) + 1, cfg.train.epochs + 1):
         if result.diverged:
             break
         t0 = time.perf_counter()
-        train_loss, train_acc, diverged = _train_epoch(model, inputs, opt, data.splits.train, cfg, epoch, device)
-        if diverged:
-            val_loss, val_acc = math.nan, math.nan
-        else:
-            val_loss, val_acc = evaluate(model, inputs, data.splits.val, device)
-            diverged = not math.isfinite(val_loss)
-        result.diverged = diverged
-        record = dict(zip(RECORD_KEYS, (epoch, train_loss, train_acc, val_loss, val_acc,
-                                        time.perf_counter() - t0, opt.param_groups[0]["lr"])))
-        result.history.append(record)
-        if not diverged and (result.best_val_acc is None or val_acc > result.best_val_acc):
-            result.best_epoch, result.best_val_acc = epoch, val_acc
-            run.best_test = evaluate(model, inputs, data.splits.test, device)
-            if policy.keep_best:
-                run.best = half(model.trainable_state())
-        last = diverged or epoch == cfg.train.epochs
-        if last:
-            result.test_loss, result.test_acc = run.best_test or (None, None)
-        if checkpoint_path is not None and (last or policy.due(epoch, time.monotonic() - saved_at)):
-            save_checkpoint(checkpoint_path, _checkpoint(cfg, result, run, model, opt, final=last))
-            result.checkpoint_epoch, saved_at = epoch, time.monotonic()
-        if on_epoch is not None:
-            on_epoch(record, result.summary(), last)
+        totals = [0.0, 0, 0]  # the epoch's loss sum, correct, seen
+        for step, chunk_loss, chunk_acc, diverged, n in _chunks(model, inputs, opt, data.splits.train, cfg, epoch,
+                                                                 device, stops):
+            totals = [totals[0] + chunk_loss * n, totals[1] + chunk_acc * n, totals[2] + n]
+            if diverged:
+                val_loss = val_acc = nll_ts = temperature = math.nan
+            else:
+                logits, y = _logits(model, inputs, data.splits.val, device)
+                val_loss, val_acc = _loss_acc(logits, y)
+                nll_ts, temperature = temperature_scaled_nll(logits, y)
+                diverged = not math.isfinite(val_loss)
+            end = diverged or step == steps_per_epoch
+            seconds = time.perf_counter() - t0
+            evaluation = dict(zip(EVAL_KEYS, (
+                (epoch - 1) * steps_per_epoch + step, epoch - 1 + step / steps_per_epoch, chunk_loss, chunk_acc,
+                val_loss, val_acc, nll_ts, temperature, seconds, elapsed + seconds, opt.param_groups[0]["lr"], end)))
+            result.evals.append(evaluation)
+            if not end:
+                if on_eval is not None:
+                    on_eval(evaluation, result.summary(), False)
+                continue
+            elapsed += seconds
+            result.diverged = diverged
+            seen = totals[2]  # a diverged epoch reports its non-finite loss, as it always has
+            epoch_loss = chunk_loss if diverged or not seen else totals[0] / seen
+            record = dict(zip(RECORD_KEYS, (epoch, epoch_loss, totals[1] / max(seen, 1), val_loss, val_acc, seconds,
+                                            opt.param_groups[0]["lr"])))
+            result.history.append(record)
+            if not diverged and (result.best_val_acc is None or val_acc > result.best_val_acc):
+                result.best_epoch, result.best_val_acc = epoch, val_acc
+                run.best_test = evaluate(model, inputs, data.splits.test, device)
+                if policy.keep_best:
+                    run.best = half(model.trainable_state())
+            last = diverged or epoch == cfg.train.epochs
+            if last:
+                result.test_loss, result.test_acc = run.best_test or (None, None)
+            if checkpoint_path is not None and (last or policy.due(epoch, time.monotonic() - saved_at)):
+                save_checkpoint(checkpoint_path, _checkpoint(cfg, result, run, model, opt, final=last))
+                result.checkpoint_epoch, saved_at = epoch, time.monotonic()
+            if on_eval is not None:
+                on_eval(evaluation, result.summary(), last)
+            if on_epoch is not None:
+                on_epoch(record, result.summary(), last)
+            break
     return result
 
 
@@ -365,6 +477,7 @@ def _checkpoint(cfg: Config, result: RunResult, run: _RunState, model: HWRNet, o
         weights, optimizer = model.trainable_state(), opt.state_dict()
     return {
         "format": CHECKPOINT_FORMAT, "final": final, "config": cfg.to_dict(), "history": result.history,
+        "evals": result.evals,
         "diverged": result.diverged, "best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc,
         "best_test": run.best_test, "model": weights, "optimizer": optimizer, "best": run.best,
     }
@@ -381,6 +494,7 @@ def _resume(path: Path, cfg: Config, model: HWRNet, opt, result: RunResult) -> _
         model.load_trainable_state(state["model"])
         opt.load_state_dict(state["optimizer"])
     result.history, result.diverged = state["history"], state["diverged"]
+    result.evals = list(state.get("evals") or [])  # checkpoints of older hwr versions hold none
     result.best_epoch, result.best_val_acc = state["best_epoch"], state["best_val_acc"]
     best_test = tuple(state["best_test"]) if state["best_test"] is not None else None
     if state["final"]:

@@ -6,6 +6,8 @@ Partial experiments, errored and diverged trials all come through, each with its
 
     trials: trial_id, <config columns>, status, diverged, epochs_run, epochs_planned, test_acc, test_loss
     epochs: trial_id, <config columns>, epoch, train_loss, train_acc, val_loss, val_acc, epoch_time_s
+            [, step, val_nll_ts, temperature, elapsed_s, epoch_end]: one row per evaluation, `epoch`
+            fractional (step / steps per epoch) where a trial evaluated several times an epoch
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from study.run import STUDY_FILE
 from study.state import fs_and_path
 
 CONFIG_COLUMNS = ("activation", "normalization", "lr", "seed", "trainable_from", "weights", "image_size",
-                  "dropout", "batch_size", "split")
+                  "dropout", "batch_size", "split", "optimizer", "init")
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s")
+# Columns of each evaluation (`train.evals_per_epoch` a epoch; hwr.train.EVAL_KEYS), where a trial has them:
+# experiments written before step resolution have one row per epoch and none of these.
+EVAL_COLUMNS = ("step", "val_nll_ts", "temperature", "elapsed_s", "epoch_end")
 
 
 def read_study_doc(path: str) -> dict[str, Any]:
@@ -95,19 +100,19 @@ def load_tables(path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     for trial in analysis.trials:
         cfg = _config_row(trial.config)
         df = _trial_frame(trial)
-        if "epoch" in df:  # a trial resumed from a checkpoint before its last report repeats epochs: keep the last
-            df = df.drop_duplicates("epoch", keep="last").reset_index(drop=True)
+        if "epoch" in df:  # a trial resumed from a checkpoint before its last report repeats evaluations: keep the last
+            df = df.drop_duplicates("step" if "step" in df else "epoch", keep="last").reset_index(drop=True)
         last = df.iloc[-1].to_dict() if len(df) else {}
         diverged = bool(last.get("diverged", False)) if len(df) else False
         trial_rows.append({
             "trial_id": trial.trial_id, **cfg, "status": trial.status, "diverged": diverged,
-            "epochs_run": int(df["epoch"].max()) if len(df) else 0,
+            "epochs_run": int(np.floor(df["epoch"].max() + 1e-9)) if len(df) else 0,
             "epochs_planned": int(trial.config["train"]["epochs"]),
             "test_acc": float(last.get("test_acc", np.nan)) if last.get("test_acc") is not None else np.nan,
             "test_loss": float(last.get("test_loss", np.nan)) if last.get("test_loss") is not None else np.nan,
         })
         if len(df):
-            ep = df[list(EPOCH_COLUMNS)].copy()
+            ep = df[[c for c in (*EPOCH_COLUMNS, *EVAL_COLUMNS) if c in df]].copy()
             ep.insert(0, "trial_id", trial.trial_id)
             for i, (k, v) in enumerate(cfg.items(), 1):
                 ep.insert(i, k, v)
@@ -119,5 +124,7 @@ def load_tables(path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     if len(trials):
         trials = trials.sort_values(order, kind="stable").reset_index(drop=True)
     if len(epochs):
-        epochs = epochs.astype({"epoch": int}).sort_values(order + ["epoch"], kind="stable").reset_index(drop=True)
+        whole = np.allclose(epochs["epoch"], np.round(epochs["epoch"]))
+        epochs = epochs.astype({"epoch": int if whole else float})
+        epochs = epochs.sort_values(order + ["epoch"], kind="stable").reset_index(drop=True)
     return trials, epochs

@@ -2,14 +2,16 @@
 
 It receives the preprocessed images and, when the conv base is partly frozen, the frozen activations
 from Ray's object store (through `tune.with_parameters`), so no trial decodes a PNG or recomputes the
-frozen layers. Each epoch: `ray.tune.report(record)`, with hwr's checkpoint attached on the epochs where
-the study's checkpoint policy (`run.checkpoint_every`, `run.checkpoint_seconds`; always the last epoch)
-wrote one. A restarted or retried trial resumes from `ray.tune.get_checkpoint()` after the epoch of that
+frozen layers. Each evaluation (`train.evals_per_epoch` per epoch, at evenly spaced steps):
+`ray.tune.report(record)`, with hwr's checkpoint attached to an epoch's last evaluation when the study's
+checkpoint policy (`run.checkpoint_every`, `run.checkpoint_seconds`; always the last epoch) wrote one;
+the evaluations inside an epoch carry none, so Tune's checkpoint bookkeeping stays per epoch. A restarted or retried trial resumes from `ray.tune.get_checkpoint()` after the epoch of that
 checkpoint; the epochs it repeats give the same records (the analysis keeps each epoch's last one).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
@@ -27,7 +29,8 @@ from hwr.features import frozen_key
 from hwr.train import CHECKPOINT_FILE, CheckpointPolicy, TrainingData, checkpoint_problem, fit
 
 # Keys of the reported metrics, in the order Tune's progress table shows the first four of them.
-REPORT_ORDER = ("epoch", "val_acc", "val_loss", "train_loss", "train_acc", "epoch_time_s", "lr")
+REPORT_ORDER = ("epoch", "val_acc", "val_loss", "train_loss", "train_acc", "step", "val_nll_ts", "temperature",
+                "epoch_time_s", "elapsed_s", "lr", "epoch_end")
 FINAL_KEYS = ("test_acc", "test_loss", "best_epoch")
 LAST_KEY = "best_epoch"  # in a trial's last report only: the trial ended (see study.state.finished)
 
@@ -81,17 +84,19 @@ def train_trial(config: dict[str, Any], data: TrainingData, features: dict[str, 
                 resume = None
         out = work / "current"
 
-        def report(record: dict[str, float], summary: dict[str, Any], last: bool) -> None:
-            metrics: dict[str, Any] = {k: record[k] for k in REPORT_ORDER}
+        def report(evaluation: dict[str, float], summary: dict[str, Any], last: bool) -> None:
+            metrics: dict[str, Any] = {k: evaluation[k] for k in REPORT_ORDER}
             metrics["best_val_acc"] = summary["best_val_acc"] if summary["best_val_acc"] is not None else 0.0
-            metrics["diverged"] = bool(summary["diverged"])
+            metrics["diverged"] = bool(summary["diverged"] or not math.isfinite(evaluation["val_loss"]))
             if last:
                 metrics.update({k: summary[k] for k in FINAL_KEYS})
-            metrics["node_id"] = ray.get_runtime_context().get_node_id()  # which node ran this epoch
-            saved = summary["checkpoint_epoch"] == record["epoch"]
+            metrics["node_id"] = ray.get_runtime_context().get_node_id()  # which node ran this evaluation
+            # A checkpoint only ever follows an epoch's last evaluation, never the ones inside it.
+            saved = evaluation["epoch_end"] and summary["checkpoint_epoch"] == round(evaluation["epoch"])
             ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(str(out)) if saved else None)
-            _fail_once_for_tests(record["epoch"])
-            _pause_for_tests()
+            if evaluation["epoch_end"]:
+                _fail_once_for_tests(round(evaluation["epoch"]))
+                _pause_for_tests()
 
-        fit(cfg, data, checkpoint_path=out / CHECKPOINT_FILE, resume_from=resume, policy=policy, on_epoch=report,
+        fit(cfg, data, checkpoint_path=out / CHECKPOINT_FILE, resume_from=resume, policy=policy, on_eval=report,
             features=frozen)

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# tests/leaks.py: fails the test (or module) that leaves a Ray session, thread, child process or server behind
+from leaks import pytest_configure  # noqa: E402,F401  (registers the guard)
+
 # Every cache (decoded arrays, frozen features, the synthetic set) goes to a throwaway folder, set before
 # any test (or any Ray worker started by a test, which inherits the environment) reads it.
 _CACHE = tempfile.mkdtemp(prefix="hwr-test-cache-")

@@ -253,3 +253,80 @@ def test_split_is_independent_of_the_training_seed(data):
     assert np.array_equal(data.splits.train, other.splits.train)
     moved = load_data(cfg("data.split_seed=1").data, progress=False)
     assert not np.array_equal(data.splits.train, moved.splits.train)
+
+
+# ------------------------------------------------------------------ evaluations inside an epoch (issue 19)
+
+def test_evaluations_inside_epochs_leave_training_unchanged(data):
+    """train.evals_per_epoch=4: four evaluations an epoch at evenly spaced steps, fractional epochs, the
+    epoch's last one equal to the epoch record, and the same training as with one evaluation an epoch."""
+    many = fit(cfg("train.evals_per_epoch=4"), data)
+    one = fit(cfg("train.evals_per_epoch=1"), data)
+    steps = math.ceil(len(data.splits.train) / 32)
+    assert [e["step"] for e in many.evals[:4]] == [round(j * steps / 4) for j in (1, 2, 3, 4)]
+    assert len(many.evals) == 4 * 3 and [e["epoch_end"] for e in many.evals] == [False, False, False, True] * 3
+    assert [e["epoch"] for e in many.evals if e["epoch_end"]] == [1.0, 2.0, 3.0]
+    assert all(0 < b["epoch"] - a["epoch"] <= 0.5 for a, b in zip(many.evals, many.evals[1:]))
+    assert without_times(many.history) == without_times(one.history)  # evaluating does not change training
+    for rec, end in zip(many.history, [e for e in many.evals if e["epoch_end"]]):
+        assert end["val_loss"] == rec["val_loss"] and end["val_acc"] == rec["val_acc"]
+    # the training loss of an evaluation is over the batches since the previous one: the epoch's is their mean
+    first = many.evals[:4]
+    sizes = np.diff([0] + [min(e["step"] * 32, len(data.splits.train)) for e in first])
+    assert np.average([e["train_loss"] for e in first], weights=sizes) == pytest.approx(many.history[0]["train_loss"])
+    assert all(e["val_nll_ts"] <= e["val_loss"] + 1e-9 and e["temperature"] > 0 for e in many.evals)
+    assert [e["elapsed_s"] for e in many.evals] == sorted(e["elapsed_s"] for e in many.evals)
+
+
+def test_eval_points_are_evenly_spaced_and_end_the_epoch():
+    from hwr.train import eval_points
+
+    assert eval_points(72, 8) == [9, 18, 27, 36, 45, 54, 63, 72]
+    assert eval_points(3, 8) == [1, 2, 3]  # never more evaluations than steps
+    assert eval_points(10, 1) == [10]
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    """Labels drawn from softmax(z / 2.5): the fitted T is near 2.5 and the scaled NLL is the best among
+    temperatures around it; for logits already calibrated T stays near 1."""
+    from hwr.train import temperature_scaled_nll
+
+    gen = torch.Generator().manual_seed(0)
+    z = 4.0 * torch.randn(20000, 10, generator=gen)
+    for true_t in (2.5, 1.0, 0.4):
+        y = torch.multinomial(torch.softmax(z / true_t, 1), 1, generator=gen).squeeze(1)
+        nll, t = temperature_scaled_nll(z, y)
+        assert t == pytest.approx(true_t, rel=0.05)
+        for other in (t * 0.9, t * 1.1):
+            assert nll < torch.nn.functional.cross_entropy(z / other, y).item()
+    nan_nll, nan_t = temperature_scaled_nll(torch.full((3, 4), float("nan")), torch.tensor([0, 1, 2]))
+    assert math.isnan(nan_nll) and math.isnan(nan_t)
+
+
+@pytest.mark.parametrize("init", ["glorot", "paired"])
+def test_head_inits_pair_initial_weights_across_activations(init):
+    """`glorot`: the same weights for SELU and ReLU at one seed; `paired`: the same draws, each scaled by its
+    activation's scheme (LeCun uniform for SELU, Glorot uniform for ReLU); `auto` shares nothing."""
+    from hwr.config import ModelConfig
+
+    def head(activation, how):
+        m = build_model(ModelConfig(weights="none", trainable_from="none", activation=activation, init=how), 32,
+                        seed=3, conv_base=False)
+        return [p.detach() for n, p in m.head.named_parameters() if n.endswith("weight")]
+
+    relu, selu = head("relu", init), head("selu", init)
+    for r, s in zip(relu, selu):
+        fan_out, fan_in = r.shape
+        if init == "glorot":
+            assert torch.equal(r, s)
+        else:
+            ratio = math.sqrt(3.0 / fan_in) / math.sqrt(6.0 / (fan_in + fan_out))
+            assert torch.allclose(s, r * ratio, rtol=1e-5, atol=1e-7)
+            assert r.abs().max() <= math.sqrt(6.0 / (fan_in + fan_out)) + 1e-6
+    auto_r, auto_s = head("relu", "auto"), head("selu", "auto")
+    assert not torch.allclose(auto_r[0] / auto_r[0].std(), auto_s[0] / auto_s[0].std(), atol=0.1)
+
+
+def test_rmsprop_trains(data):
+    result = fit(cfg("train.optimizer=rmsprop", "train.lr=1e-3"), data)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
