@@ -68,6 +68,19 @@ def _analyze(args: argparse.Namespace) -> None:
     analyze(args.experiment, args.out)
 
 
+def _status(args: argparse.Namespace) -> None:
+    from hwr.config import ConfigError
+    from study.status import read_status, render, watch
+
+    path = args.experiment if "://" in args.experiment else str(Path(args.experiment).resolve())
+    if args.watch is None:
+        print(render(read_status(path)))
+    elif args.watch <= 0:
+        raise ConfigError(f"--watch takes seconds > 0, got {args.watch:g}.")
+    else:
+        watch(path, args.watch)
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hwr-study", description="The SELU-vs-ReLU convergence study on Ray Tune.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -91,6 +104,12 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("experiment", help="experiment folder (storage_path/name) or URI")
     a.add_argument("--out", help="output folder (default results/<name>)")
     a.set_defaults(func=_analyze)
+
+    w = sub.add_parser("status", help="trials done/running/pending/errored, time left and the verdict so far")
+    w.add_argument("experiment", help="experiment folder (storage_path/name) or URI; the driver may run or not")
+    w.add_argument("--watch", type=float, nargs="?", const=10.0, metavar="SECONDS",
+                   help="refresh every SECONDS (default 10) until the study ends or its driver stops")
+    w.set_defaults(func=_status)
     return ap
 
 
