@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from hwr import __version__
 from hwr.cli import USER_ERRORS, os_error
 
 
@@ -83,6 +84,7 @@ def _status(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hwr-study", description="The SELU-vs-ReLU convergence study on Ray Tune.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run or resume a study's grid, then analyze it")
@@ -95,9 +97,11 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_run)
 
     s = sub.add_parser("lr-search", help="Optuna search of the best lr per arm")
-    s.add_argument("config")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    s.add_argument("--fresh", action="store_true")
+    s.add_argument("config", help="study YAML with an optuna: section, e.g. configs/lr-search.yaml")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override, e.g. optuna.trials_per_arm=4 or train.epochs=3 (as for `run`)")
+    s.add_argument("--fresh", action="store_true",
+                   help="delete the existing per-arm searches and start over (default: resume them)")
     s.set_defaults(func=_lr_search)
 
     a = sub.add_parser("analyze", help="tables, statistics, figures and report of an experiment")
