@@ -36,7 +36,7 @@ import ray.tune
 from hwr.config import ConfigError
 from study.analysis.params import AnalysisParams
 from study.experiment import parse_results, read_study_doc
-from study.state import EXPERIMENT_STATE, StateError, fs_and_path
+from study.state import EXPERIMENT_STATE, StateError, _read, fs_and_path
 from study.trainable import LAST_KEY
 
 try:  # issue 21 item 2; the stand-in below serves until study/analysis/sequential.py lands
@@ -76,6 +76,7 @@ class Verdict:
     diffs: list[float]
     low: float
     high: float
+    missing: list[str] = field(default_factory=list)  # compared arms this specification has no trial of
 
     @property
     def mean(self) -> float:
@@ -121,11 +122,6 @@ STATES = ("done", "running", "pending", "errored")
 # ----------------------------------------------------------------------------------------- reading
 
 
-def _read(fs: pyarrow.fs.FileSystem, file: str) -> bytes:
-    with fs.open_input_stream(file) as f:
-        return f.read()
-
-
 def _experiment_state(fs: pyarrow.fs.FileSystem, p: str, shown: str) -> dict | None:
     """The newest experiment state, or None when Tune has written none yet. Tune rewrites it in place
     now and then: a read that catches it half-written is tried again."""
@@ -169,7 +165,7 @@ def _flat(config: dict) -> dict:
 
 def _spec_keys(doc: dict) -> list[str]:
     keys = [k for axis in (doc.get("search") or {}) for k in axis.split(",")]
-    return [k for k in keys if k not in NOT_SPEC]
+    return [k.split(".", 1)[1] for k in keys if k not in NOT_SPEC]  # leaf names: hwr's are unique
 
 
 def _records(fs, file: str, cut: list[str]) -> list[dict]:
@@ -195,8 +191,8 @@ def _state(tune_status: str, rows: list[dict], driver: str) -> str:
         return "errored"
     if driver == "not running":  # Tune continues these when the study is run again
         return "pending"
-    if tune_status == "RUNNING" or (rows and tune_status in ("PENDING", "PAUSED")):
-        return "running"  # the state file lags behind result.json
+    if tune_status == "RUNNING" or (rows and tune_status in ("PENDING", "PAUSED", "TERMINATED")):
+        return "running"  # the state file lags behind result.json, and Tune's memory a little too
     return "pending"
 
 
@@ -226,7 +222,7 @@ def read_status(path: str, *, live: dict[str, str] | None = None, driver: str | 
             lasts.append(rows[-1].get("timestamp", 0))
         trials.append(TrialStatus(
             trial_id=t["trial_id"], arm=f"{flat.get('activation')}+{flat.get('normalization')}",
-            spec=", ".join(f"{k.split('.', 1)[1]}={_get(cfg, k)}" for k in spec_keys) or "-",
+            spec=", ".join(f"{leaf}={flat.get(leaf)}" for leaf in spec_keys) or "-",
             seed=flat.get("seed"), state=st, epochs_done=float(rows[-1]["epoch"]) if rows else 0.0,
             epochs_planned=int(flat.get("epochs", 0) or 0), seconds=float(rows[-1].get("time_total_s", 0)) if rows else 0.0,
             measure=float(np.mean(errors)) if st == "done" and errors else None, config=flat))
@@ -249,11 +245,6 @@ def read_status(path: str, *, live: dict[str, str] | None = None, driver: str | 
         confidence=params.confidence, notes=notes)
 
 
-def _get(cfg: dict, dotted: str) -> Any:
-    section, leaf = dotted.split(".", 1)
-    return (cfg.get(section) or {}).get(leaf)
-
-
 def _grid_size(doc: dict) -> int:
     return math.prod(len(v) for v in (doc.get("search") or {}).values() if isinstance(v, list))
 
@@ -272,12 +263,14 @@ def verdicts(trials: list[TrialStatus], params: AnalysisParams) -> list[Verdict]
     out = []
     alpha = 1 - params.confidence
     for spec in dict.fromkeys(t.spec for t in trials):
+        missing = [_label(arm) for arm in (params.faster_arm, params.slower_arm)
+                   if not any(t.spec == spec and _matches(t.config, arm) for t in trials)]
         here = [t for t in trials if t.spec == spec and t.measure is not None]
         fast = {str(t.seed): t.measure for t in here if _matches(t.config, params.faster_arm)}
         slow = {str(t.seed): t.measure for t in here if _matches(t.config, params.slower_arm)}
         seeds = sorted(set(fast) & set(slow), key=lambda s: (len(s), s))
         if not seeds:
-            out.append(Verdict(spec, [], [], -BOUND, BOUND))
+            out.append(Verdict(spec, [], [], -BOUND, BOUND, missing))
             continue
         diffs = [fast[s] - slow[s] for s in seeds]
         low, high = _bounds(confidence_sequence(np.asarray(diffs), BOUND, alpha))
@@ -301,11 +294,7 @@ def _bounds(result: Any) -> tuple[float, float]:
 
 def duration(seconds: float) -> str:
     s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s} s" if s < 60 else f"{s // 60} min {s % 60:02d} s" if s < 3600 else f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def render(st: StudyStatus) -> str:
@@ -336,6 +325,10 @@ def render(st: StudyStatus) -> str:
                  f"per seed both finished; {st.confidence:.0%} anytime-valid interval:")
     for v in st.verdicts:
         head = f"  {v.spec}: " if len(st.verdicts) > 1 or v.spec != "-" else "  "
+        if v.missing:
+            lines.append(head + f"no verdict: the grid has no {' and no '.join(v.missing)} trial "
+                         "(analysis.faster_arm, analysis.slower_arm in study.yaml)")
+            continue
         if not v.diffs:
             lines.append(head + "no seed with both arms finished yet")
             continue

@@ -103,6 +103,18 @@ def test_a_dead_drivers_trials_and_a_cut_line(tmp_path, capsys):
     assert st.parallel == pytest.approx(3.5) and st.remaining_s == pytest.approx(8 * 10 / 3.5)
 
 
+def test_while_a_driver_runs_and_by_uri(tmp_path, capsys):
+    exp = fake_experiment(tmp_path, [
+        arm("selu", "none", 0, "TERMINATED", [rec(1, 0.5)]),  # its last report not in result.json yet
+        arm("relu", "per_image", 0, "PENDING", [rec(1, 0.3)]),  # the state file lags behind result.json
+        arm("relu", "per_image", 1, "PENDING", []),
+    ])
+    assert [t.state for t in read_status(str(exp), driver="running").trials] == ["running", "running", "pending"]
+    assert main(["status", f"file://{exp}"]) == 0  # storage by URI, through pyarrow.fs
+    out = capsys.readouterr().out
+    assert "whether a driver runs is not known" in out and "2 running" in out and "file://" in out.splitlines()[0]
+
+
 def test_not_an_experiment_is_one_sentence(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -125,6 +137,9 @@ def test_the_verdict_pairs_seeds_within_each_specification():
     trials.append(TrialStatus("lone", "selu+none", "lr=0.1", 9, "done", 2, 2, 1, 0.1,
                               {"activation": "selu", "normalization": "none", "seed": 9}))  # no partner
     got = {v.spec: v for v in verdicts(trials, params)}
+    assert not got["lr=0.1"].missing
+    only_slow = [t for t in trials if t.arm == "relu+per_image"]
+    assert verdicts(only_slow, params)[0].missing == ["selu+none"]
     for spec, diffs in expected.items():
         assert got[spec].diffs == pytest.approx(diffs)
         low, high = _bounds(confidence_sequence(np.array(diffs), 1.0, 0.05))
@@ -190,6 +205,7 @@ def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen, log: 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # --watch returns only when the study ends: a hung study fails here, not forever
 def test_a_running_study_shows_running_trials_and_an_interval_then_watch_to_its_end(tmp_path, capsys):
     config = held_study(tmp_path)
     experiment = tmp_path / "ray" / "held"
