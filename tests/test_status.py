@@ -115,6 +115,27 @@ def test_while_a_driver_runs_and_by_uri(tmp_path, capsys):
     assert "whether a driver runs is not known" in out and "2 running" in out and "file://" in out.splitlines()[0]
 
 
+def test_watch_refreshes_until_ctrl_c(tmp_path):
+    exp = fake_experiment(tmp_path, [arm("selu", "none", 0, "RUNNING", [rec(1, 0.5)])])
+    log = tmp_path / "watch.log"
+    with open(log, "w") as out:  # by URI: no lock to tell that no driver runs, so it watches on
+        proc = subprocess.Popen([sys.executable, "-m", "study", "status", f"file://{exp}", "--watch", "0.2"],
+                                cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while log.read_text().count("Study fake:") < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert log.read_text().count("Study fake:") >= 2, log.read_text()[-2000:]  # refreshed
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert text.rstrip().endswith("hwr-study: interrupted.") and "Traceback" not in text
+
+
 def test_not_an_experiment_is_one_sentence(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 2
     err = capsys.readouterr().err
