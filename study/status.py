@@ -224,7 +224,8 @@ def read_status(path: str, *, live: dict[str, str] | None = None, driver: str | 
             trial_id=t["trial_id"], arm=f"{flat.get('activation')}+{flat.get('normalization')}",
             spec=", ".join(f"{leaf}={flat.get(leaf)}" for leaf in spec_keys) or "-",
             seed=flat.get("seed"), state=st, epochs_done=float(rows[-1]["epoch"]) if rows else 0.0,
-            epochs_planned=int(flat.get("epochs", 0) or 0), seconds=float(rows[-1].get("time_total_s", 0)) if rows else 0.0,
+            epochs_planned=int(flat.get("epochs", 0) or 0),
+            seconds=float(rows[-1].get("time_total_s", 0)) if rows else 0.0,
             measure=float(np.mean(errors)) if st == "done" and errors else None, config=flat))
     planned = max(len(trials), _grid_size(doc))
     end = time.time() if driver != "not running" else max(lasts, default=0)
@@ -294,7 +295,9 @@ def _bounds(result: Any) -> tuple[float, float]:
 
 def duration(seconds: float) -> str:
     s = int(round(seconds))
-    return f"{s} s" if s < 60 else f"{s // 60} min {s % 60:02d} s" if s < 3600 else f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s < 3600:
+        return f"{s} s" if s < 60 else f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def render(st: StudyStatus) -> str:
