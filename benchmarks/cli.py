@@ -13,6 +13,8 @@ import argparse
 import importlib
 import sys
 
+from hwr import __version__
+
 BENCHMARKS = {  # name -> (module, what it measures)
     "pipeline": ("benchmarks.pipeline", "naive pipeline vs ours, per stage and for a whole study"),
     "checkpoints": ("benchmarks.checkpoints", "checkpoint bytes and time share per trial, before/after, GPU projection"),
@@ -30,6 +32,7 @@ def parser() -> argparse.ArgumentParser:
         prog="hwr-bench", description="Benchmarks of the hwr pipeline and the study (docs/performance.md).",
         epilog=f"benchmarks:\n{listing}\n\n`hwr-bench NAME --help` lists a benchmark's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     ap.add_argument("benchmark", choices=sorted(BENCHMARKS), metavar="NAME", help="one of the benchmarks below")
     return ap
 

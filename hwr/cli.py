@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from hwr import __version__
 from hwr.config import ConfigError, load_config
 from hwr.data import CLASSES, DataError, download, find_root, make_splits, scan, verify
 from hwr.data.fetch import OFFICIAL_URL
@@ -30,7 +31,7 @@ def _data(args: argparse.Namespace) -> None:
         print(f"Chars74K downloaded and verified in {root}")
         return
     if args.action == "verify":
-        info = verify(root)
+        info = verify(root, progress=True)
         print(f"{info.root}: {info.layout} layout, {info.num_classes} classes, {info.num_images} images; "
               f"every file checked (against the sha256 manifest of the genuine set, else by decoding it)")
         return
@@ -104,6 +105,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hwr", description="Chars74K handwritten characters with VGG16.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("data", help="download, verify or describe the Chars74K set")

@@ -16,12 +16,14 @@ import hashlib
 import json
 import math
 import os
+import sys
 import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from hwr.config import NAMED_BASES, Config
 from hwr.data import default_cache_dir
@@ -69,16 +71,22 @@ def frozen_nbytes(trainable_from: str, num_images: int, image_size: int) -> int:
 
 
 @torch.no_grad()
-def compute_frozen(model: HWRNet, images: np.ndarray, device: torch.device, batch_size: int = 64) -> torch.Tensor:
-    """Run the frozen part over all images, in batches; float32 on the CPU, in image order."""
+def compute_frozen(model: HWRNet, images: np.ndarray, device: torch.device, batch_size: int = 64,
+                   progress: bool = False) -> torch.Tensor:
+    """Run the frozen part over all images, in batches; float32 on the CPU, in image order (with a bar on
+    stderr when `progress`)."""
     model.eval()
     out = []
     use_bf16 = device.type == "cuda"
+    bar = tqdm(total=len(images), desc="frozen features", unit="img", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True)
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)  # a copy: may be read-only
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             z = model.frozen(batch)
         out.append(z.float().contiguous().cpu())
+        bar.update(len(batch))
+    bar.close()
     return torch.cat(out)
 
 
@@ -120,8 +128,9 @@ def store(z: np.ndarray, key: str, device_type: str, cache_dir: Path | None = No
 
 
 def frozen_features(model: HWRNet, images: np.ndarray, key: str, device: torch.device,
-                    cache_dir: Path | None = None) -> torch.Tensor | None:
+                    cache_dir: Path | None = None, progress: bool = False) -> torch.Tensor | None:
     """The frozen activations for `images`, from the disk cache when present; None when too large to keep.
+    `progress`: a bar on stderr while they are computed.
 
     A cache that cannot be written (a full disk) is skipped with a warning: the activations are still returned."""
     if frozen_nbytes(model.cfg.trainable_from, len(images), images.shape[-1]) > MAX_BYTES:
@@ -129,7 +138,7 @@ def frozen_features(model: HWRNet, images: np.ndarray, key: str, device: torch.d
     cached = load_cached(key, device.type, cache_dir)
     if cached is not None:
         return torch.from_numpy(cached)
-    z = compute_frozen(model, images, device)
+    z = compute_frozen(model, images, device, progress=progress)
     try:
         store(z.numpy(), key, device.type, cache_dir)
     except OSError as e:

@@ -397,7 +397,7 @@ def fit(
     conv_base = features is None or cfg.model.trainable_from != "none"
     model = build_model(cfg.model, cfg.data.image_size, seed=cfg.train.seed, conv_base=conv_base).to(device)
     if features is None and (key := frozen_key(cfg, data.key)) is not None:
-        features = frozen_features(model, data.images, key, device)
+        features = frozen_features(model, data.images, key, device, progress=progress)
     inputs = _Inputs(model, data, device, features)
     opt = _optimizer(model, cfg)
     result = RunResult(config=cfg.to_dict(), device=str(device))

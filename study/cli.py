@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from hwr import __version__
 from hwr.cli import USER_ERRORS, os_error
 
 
@@ -68,8 +69,22 @@ def _analyze(args: argparse.Namespace) -> None:
     analyze(args.experiment, args.out)
 
 
+def _status(args: argparse.Namespace) -> None:
+    from hwr.config import ConfigError
+    from study.status import read_status, render, watch
+
+    path = args.experiment if "://" in args.experiment else str(Path(args.experiment).resolve())
+    if args.watch is None:
+        print(render(read_status(path)))
+    elif args.watch <= 0:
+        raise ConfigError(f"--watch takes seconds > 0, got {args.watch:g}.")
+    else:
+        watch(path, args.watch)
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hwr-study", description="The SELU-vs-ReLU convergence study on Ray Tune.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run or resume a study's grid, then analyze it")
@@ -82,15 +97,23 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_run)
 
     s = sub.add_parser("lr-search", help="Optuna search of the best lr per arm")
-    s.add_argument("config")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    s.add_argument("--fresh", action="store_true")
+    s.add_argument("config", help="study YAML with an optuna: section, e.g. configs/lr-search.yaml")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override, e.g. optuna.trials_per_arm=4 or train.epochs=3 (as for `run`)")
+    s.add_argument("--fresh", action="store_true",
+                   help="delete the existing per-arm searches and start over (default: resume them)")
     s.set_defaults(func=_lr_search)
 
     a = sub.add_parser("analyze", help="tables, statistics, figures and report of an experiment")
     a.add_argument("experiment", help="experiment folder (storage_path/name) or URI")
     a.add_argument("--out", help="output folder (default results/<name>)")
     a.set_defaults(func=_analyze)
+
+    w = sub.add_parser("status", help="trials done/running/pending/errored, time left and the verdict so far")
+    w.add_argument("experiment", help="experiment folder (storage_path/name) or URI; the driver may run or not")
+    w.add_argument("--watch", type=float, nargs="?", const=10.0, metavar="SECONDS",
+                   help="refresh every SECONDS (default 10) until the study ends or its driver stops")
+    w.set_defaults(func=_status)
     return ap
 
 

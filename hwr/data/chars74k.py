@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from hwr.data.parallel import map_chunks
 
@@ -201,7 +202,7 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _check_manifest(root: Path, layout: str, samples: list[Sample]) -> None:
+def _check_manifest(root: Path, layout: str, samples: list[Sample], progress: bool = False) -> None:
     manifest = load_manifest()
     by_name = {s.path.name: s.path for s in samples}
     missing = sorted(set(manifest) - set(by_name))
@@ -214,7 +215,8 @@ def _check_manifest(root: Path, layout: str, samples: list[Sample]) -> None:
     if extra:
         more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
         raise DataError(f"{by_name[extra[0]]}{more} is not in the manifest of the genuine set.")
-    bad = [by_name[n] for n in sorted(by_name) if sha256_file(by_name[n]) != manifest[n]]
+    names = tqdm(sorted(by_name), desc="verify (sha256)", unit="img", disable=not progress, dynamic_ncols=True)
+    bad = [by_name[n] for n in names if sha256_file(by_name[n]) != manifest[n]]
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise DataError(f"{bad[0]}{more} does not match the manifest's sha256.")
@@ -254,7 +256,7 @@ def verify(
         raise DataError(f"{root} contains no images.")
     use_manifest = manifest if manifest is not None else len(samples) == len(load_manifest())
     if use_manifest:
-        _check_manifest(root, layout, samples)
+        _check_manifest(root, layout, samples, progress=progress)
 
     per_class = np.bincount([s.label for s in samples], minlength=NUM_CLASSES)
     absent = [i for i in range(NUM_CLASSES) if per_class[i] == 0]
