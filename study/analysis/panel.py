@@ -37,8 +37,8 @@ def _row(metric: str, m: dict | None, params: AnalysisParams, primary: bool) -> 
               "p_value", "p_note"):
         row[k] = (m or {}).get(k)
     if call == SKIPPED:
-        row["note"] = ("not recorded: the trials have no val_nll_ts column (temperature-scaled NLL needs the "
-                       "logits at each evaluation)" if metric in ("val_nll_ts_area", "calibration_gap_area")
+        row["note"] = ("not recorded: the trials have no val_nll_ts column, which needs the logits at each "
+                       "evaluation" if metric in ("val_nll_ts_area", "calibration_gap_area")
                        else "no pair has a value for both arms")
     return row
 
@@ -105,7 +105,11 @@ def measure_panel(comparison: dict, params: AnalysisParams) -> dict:
     calibration = _calibration(comparison, by, params, primary["call"])
     text += " " + calibration["text"]
     if groups[SKIPPED]:
-        text += f" Skipped: {', '.join(r['metric'] for r in groups[SKIPPED])} ({groups[SKIPPED][0]['note']})."
+        notes = {}
+        for r in rows:
+            if r["call"] == SKIPPED:
+                notes.setdefault(r["note"], []).append(r["metric"])
+        text += "".join(f" Skipped, {note}: {', '.join(ms)}." for note, ms in notes.items())
     return {"rows": rows, "calibration": calibration, "agree": not (groups[FASTER] and groups[SLOWER]),
             "faster_by": [r["metric"] for r in groups[FASTER]], "slower_by": [r["metric"] for r in groups[SLOWER]],
             "text": text}

@@ -69,7 +69,8 @@ def write_report(out_dir: Path, epochs: pd.DataFrame, trials: pd.DataFrame,
     try:
         _write_csv(tmp / "trials.csv", sorted_trials(metrics))
         _write_csv(tmp / "steps.csv", sorted_epochs(epochs))
-        _write_csv(tmp / "epochs.csv", epoch_end_rows(sorted_epochs(epochs)))
+        whole = epoch_end_rows(sorted_epochs(epochs))
+        _write_csv(tmp / "epochs.csv", whole.assign(epoch=whole["epoch"].round().astype(int)))
         (tmp / "summary.json").write_text(json.dumps(summary, sort_keys=True, indent=2, allow_nan=False) + "\n",
                                           encoding="utf-8")
         figures = make_figures(tmp / "figures", epochs, metrics, summary, params)
