@@ -225,7 +225,7 @@ def first_files(files):
     return [rel for rel in files if not rel.endswith(".png")]
 
 
-def test_rewrite_reads_an_old_epochs_only_folder_and_takes_overrides(tmp_path, tables):
+def test_rewrite_reads_an_old_epochs_only_folder_and_takes_overrides(tmp_path, tables, capsys):
     epochs, trials = tables
     files = write_report(tmp_path, epochs, trials, PARAMS, name="old", source="unit test")
     files["steps.csv"].unlink()                       # an older report: epochs.csv only
@@ -234,3 +234,10 @@ def test_rewrite_reads_an_old_epochs_only_folder_and_takes_overrides(tmp_path, t
     assert summary["params"]["primary_metric"] == "val_loss_auc" and summary["params"]["min_seeds"] == 2
     pd.testing.assert_frame_equal(pd.read_csv(again["steps.csv"]), pd.read_csv(files["epochs.csv"]), check_dtype=False)
     assert again["epochs.csv"].read_bytes() == files["epochs.csv"].read_bytes()
+    from study.analysis.__main__ import main    # a bad override is one sentence and exit 2, nothing written
+
+    assert main([str(tmp_path), "--out", str(tmp_path / "bad"), "--set", "min_seeds=zero"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "analysis.min_seeds must be an integer >= 1, got 'zero'" in err
+    assert main([str(tmp_path), "--set", "primary_metric"]) == 2 and "is not KEY=VALUE" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
