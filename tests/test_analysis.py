@@ -590,6 +590,9 @@ def test_steps_table_keeps_the_last_record_of_each_step():
     out = prepare_curves(pd.concat([df, again], ignore_index=True))
     assert len(out) == 16 and list(out["epoch"]) == sorted(out["epoch"])
     assert (out.loc[out["step"].between(again["step"].min(), again["step"].max()), "val_acc"] == 0.9).all()
+    # rows without a step (an older record in the same table) are keyed on their epoch, not merged into one
+    old = pd.DataFrame(rows[:3]).assign(step=np.nan, trial_id="old")
+    assert len(prepare_curves(pd.concat([df, old], ignore_index=True))) == 19
 
 
 def test_diverged_trial_scores_as_its_worst_in_the_areas():

@@ -32,10 +32,11 @@ def prepare_curves(curves: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["trial_id", "epoch", "val_loss", "val_acc"])
     out = curves.assign(trial_id=curves["trial_id"].astype(str),
                         epoch=pd.to_numeric(curves["epoch"], errors="coerce").astype(float))
-    key = "step" if has_steps(out) else "epoch"
-    if key == "step":
+    key = out["epoch"].map(lambda e: f"e{e!r}")
+    if has_steps(out):
         out["step"] = pd.to_numeric(out["step"], errors="coerce").astype("Int64")
-    out = out.drop_duplicates(["trial_id", key], keep="last")
+        key = key.where(out["step"].isna(), "s" + out["step"].astype(str))     # a row without a step: its epoch
+    out = out.loc[~pd.concat([out["trial_id"], key], axis=1).duplicated(keep="last")]
     return out.sort_values(["trial_id", "epoch"], kind="mergesort").reset_index(drop=True)
 
 
