@@ -39,7 +39,7 @@ def two_by_two(seeds=range(3), lrs=(1e-3,), n_epochs=6):
     return pd.DataFrame(epochs), pd.DataFrame(trials)
 
 
-PARAMS = AnalysisParams(n_resamples=2000)   # fewer resamples keep the report tests quick
+PARAMS = AnalysisParams(n_resamples=2000, min_seeds=3)   # fewer resamples keep the report tests quick
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +50,13 @@ def tables():
 def test_write_report_writes_every_file(tmp_path, tables):
     epochs, trials = tables
     files = write_report(tmp_path / "out", epochs, trials, PARAMS, name="demo", source="unit test")
-    for rel in ("trials.csv", "epochs.csv", "summary.json", "report.md", "report.html",
+    for rel in ("trials.csv", "steps.csv", "epochs.csv", "summary.json", "report.md", "report.html",
                 "figures/val_loss.png", "figures/val_acc.png", "figures/epochs_to_target.png",
                 "figures/test_acc.png"):
         assert rel in files and files[rel].is_file() and files[rel].stat().st_size > 0, rel
     assert "figures/lr_sensitivity.png" not in files              # one lr only
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
-        ["trials.csv", "epochs.csv", "summary.json", "report.md", "report.html", "figures"])  # no temp left
+        ["trials.csv", "steps.csv", "epochs.csv", "summary.json", "report.md", "report.html", "figures"])
     t = pd.read_csv(files["trials.csv"])
     assert len(t) == len(trials) and {"val_loss_auc", "epochs_to_target", "reached_target"} <= set(t.columns)
     assert t.loc[t["trial_id"] == "relu_none_s1_lr0.001", "diverged"].item()
@@ -84,7 +84,7 @@ def test_html_is_self_contained(tmp_path, tables):
 def test_rerun_is_byte_identical(tmp_path, tables):
     epochs, trials = tables
     first = write_report(tmp_path, epochs, trials, PARAMS, name="demo", source="unit test")
-    before = {k: first[k].read_bytes() for k in ("trials.csv", "epochs.csv", "summary.json", "report.md")}
+    before = {k: first[k].read_bytes() for k in ("trials.csv", "steps.csv", "epochs.csv", "summary.json", "report.md")}
     (tmp_path / "figures" / "stale.png").write_bytes(b"old")
     again = write_report(tmp_path, epochs.iloc[::-1], trials.iloc[::-1], PARAMS,
                          name="demo", source="unit test")
@@ -173,7 +173,8 @@ def test_report_says_whether_the_effect_depends_on_the_base(tmp_path):
     on_none["epochs"].loc[selu, "val_loss"] += 0.3
     both_e = pd.concat([epochs.assign(weights="glyphs"), on_none["epochs"]], ignore_index=True)
     both_t = pd.concat([trials.assign(weights="glyphs"), on_none["trials"]], ignore_index=True)
-    files = write_report(tmp_path, both_e, both_t, PARAMS, name="bases", source="unit test")
+    loss_primary = AnalysisParams(n_resamples=2000, min_seeds=3, primary_metric="val_loss_auc")
+    files = write_report(tmp_path, both_e, both_t, loss_primary, name="bases", source="unit test")
     md = files["report.md"].read_text()
     assert "## Does the difference depend on weights?" in md
     assert "| none minus glyphs | 6 | +0.3000 |" in md
@@ -191,3 +192,52 @@ def test_models_at_chance_get_no_verdict_in_the_report(tmp_path, tables):
     assert "| selu+none | test_acc | 3 | 1.60% | 1.60% to 1.60% | no |" in md
     assert json.loads(files["summary.json"].read_text())["verdict"]["reason"] == "the models did not learn"
     assert 'class="verdict no-verdict"' in files["report.html"].read_text()
+
+
+def test_step_resolution_table_goes_through_write_report(tmp_path):
+    """8 evaluations an epoch (fractional epochs, step, val_nll_ts): steps.csv keeps every evaluation,
+    epochs.csv the epoch ends; the panel is in summary.json, report.md and report.html; a rewrite from
+    the folder's own tables (steps.csv) gives the same bytes."""
+    from test_analysis import overconfident_tables
+
+    epochs, trials = overconfident_tables(seeds=range(6))
+    params = AnalysisParams(n_resamples=300)
+    files = write_report(tmp_path / "a", epochs, trials, params, name="steps", source="unit test")
+    steps = pd.read_csv(files["steps.csv"])
+    assert len(steps) == len(epochs) == 12 * 10 * 8 and steps["epoch"].min() == 0.125
+    assert {"step", "val_nll_ts"} <= set(steps.columns)
+    whole = pd.read_csv(files["epochs.csv"])
+    assert len(whole) == 12 * 10 and (whole["epoch"] == whole["epoch"].round()).all()
+    summary = json.loads(files["summary.json"].read_text())
+    assert summary["resolution"]["evaluations_per_epoch"] == 8 and summary["resolution"]["steps_per_epoch"] == 72
+    rows = {r["metric"]: r for r in summary["panel"]["rows"]}
+    assert rows["val_error_area"]["primary"] and rows["val_error_area"]["call"] == "faster"
+    assert summary["panel"]["calibration"]["differs"] and summary["verdict"]["label"] == "supported"
+    md, page = files["report.md"].read_text(), files["report.html"].read_text()
+    assert "## Measure panel" in md and "| val_error_area (primary) | lower |" in md
+    assert "Calibration differs" in md and "<h2>Measure panel</h2>" in page
+    again = rewrite_report(tmp_path / "a", tmp_path / "b")
+    for rel in first_files(files):
+        assert again[rel].read_bytes() == files[rel].read_bytes(), rel
+
+
+def first_files(files):
+    return [rel for rel in files if not rel.endswith(".png")]
+
+
+def test_rewrite_reads_an_old_epochs_only_folder_and_takes_overrides(tmp_path, tables, capsys):
+    epochs, trials = tables
+    files = write_report(tmp_path, epochs, trials, PARAMS, name="old", source="unit test")
+    files["steps.csv"].unlink()                       # an older report: epochs.csv only
+    again = rewrite_report(tmp_path, tmp_path / "new", {"primary_metric": "val_loss_auc", "min_seeds": 2})
+    summary = json.loads(again["summary.json"].read_text())
+    assert summary["params"]["primary_metric"] == "val_loss_auc" and summary["params"]["min_seeds"] == 2
+    pd.testing.assert_frame_equal(pd.read_csv(again["steps.csv"]), pd.read_csv(files["epochs.csv"]), check_dtype=False)
+    assert again["epochs.csv"].read_bytes() == files["epochs.csv"].read_bytes()
+    from study.analysis.__main__ import main    # a bad override is one sentence and exit 2, nothing written
+
+    assert main([str(tmp_path), "--out", str(tmp_path / "bad"), "--set", "min_seeds=zero"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "analysis.min_seeds must be an integer >= 1, got 'zero'" in err
+    assert main([str(tmp_path), "--set", "primary_metric"]) == 2 and "is not KEY=VALUE" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

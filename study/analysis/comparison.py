@@ -13,11 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from study.analysis.convergence import CENSORED_METRICS, analysis_values
+from study.analysis.convergence import analysis_values, budget_of, censor_flag
 from study.analysis.factorial import factorial_effects
 from study.analysis.describe import learning_check
-from study.analysis.intervals import difference_stats, kaplan_meier, logrank_test, prob_better
-from study.analysis.params import AnalysisParams, compared_metrics, metric_direction, metric_label
+from study.analysis.intervals import difference_stats, kaplan_meier, logrank_test, prob_better, rmst_difference
+from study.analysis.params import AnalysisParams, compared_metrics, metric_direction, metric_label, target_key
+from study.analysis.pairing import pairing_text
+from study.analysis.panel import measure_panel
 from study.analysis.tables import analysed, arm_label, arm_mask, config_columns
 
 
@@ -166,8 +168,8 @@ def _metric_comparison(table: pd.DataFrame, pair_on: list[str], metric: str,
     unit_cols = ["seed"] if "seed" in units.columns and len(pair_on) > 1 else pair_on
     return {
         "metric": metric, "label": metric_label(metric, params), "direction": direction,
-        "censored_as": ("beyond the budget: max(epochs_run, epochs_planned) + 1"
-                        if metric in CENSORED_METRICS else None),
+        "censored_as": ("beyond the budget: max(epochs_run, epochs_planned) + 1 epochs"
+                        if censor_flag(metric) else None),
         "n_pairs": int(len(finite)), "n_pairs_missing_value": int(len(table) - len(finite)),
         "n_seeds": int(units["seed"].nunique()) if "seed" in units.columns else int(len(units)),
         "faster_mean": float(units["faster"].mean()) if len(units) else None,
@@ -183,8 +185,36 @@ def _metric_comparison(table: pd.DataFrame, pair_on: list[str], metric: str,
     }
 
 
+SURVIVAL_METRICS = ("epochs_to_target", "epochs_to_rel_target")
+
+
+def _rmst(pairing: Pairing, params: AnalysisParams, budget: float) -> dict:
+    """Restricted mean epochs to each ladder target (Kaplan-Meier up to the budget), faster minus slower arm,
+    over the pairs; a miss is censored at its planned budget (a diverged trial is known not to get there)."""
+    keys = pairing.pair_on
+    out = {}
+    for t in params.targets:
+        k = target_key(t)
+        metric, flag = f"epochs_to_acc_{k}", f"reached_acc_{k}"
+        cols = [*keys, metric, flag, "epochs_run", "epochs_planned"]
+        both = pairing.faster[cols].merge(pairing.slower[cols], on=keys, suffixes=("_f", "_s"))
+        arms = []
+        for sfx in ("_f", "_s"):
+            hit = both[flag + sfx].astype(bool).to_numpy()
+            miss_at = np.maximum(both["epochs_run" + sfx].astype(float), both["epochs_planned" + sfx].astype(float))
+            arms.append((np.where(hit, both[metric + sfx].astype(float), miss_at), hit))
+        res = rmst_difference(arms[0], arms[1], budget, params)
+        out[f"rmst_acc_{k}"] = {"metric": f"rmst_acc_{k}", "label": metric_label(f"rmst_acc_{k}", params),
+                                "direction": "lower", "budget_epochs": budget, "n_pairs": res["n"],
+                                "n_seeds": int(both["seed"].nunique()) if "seed" in both else res["n"],
+                                "faster_mean": res["faster_rmst"], "slower_mean": res["slower_rmst"],
+                                "mean_diff": res["mean"], "ci_low": res["ci_low"], "ci_high": res["ci_high"],
+                                "ci_method": res["ci_method"], "p_value": res["p_value"], "p_note": res["p_note"]}
+    return out
+
+
 def _survival(pairing: Pairing, metric: str) -> dict:
-    flag = CENSORED_METRICS[metric]
+    flag = censor_flag(metric)
     arms = {}
     samples = []
     for role, df in (("faster", pairing.faster), ("slower", pairing.slower)):
@@ -219,6 +249,7 @@ def compare_arms(metrics: pd.DataFrame, params: AnalysisParams | None = None,
         "faster_label": arm_label(params.faster_arm), "slower_label": arm_label(params.slower_arm),
         "primary_metric": params.primary_metric, "confidence": params.confidence,
         "pair_on": pairing.pair_on, "pairing_note": pairing.note, "unpaired": pairing.unpaired,
+        "pairing_shares": pairing_text(metrics, params),
         "n_faster_trials": int(len(pairing.faster)), "n_slower_trials": int(len(pairing.slower)),
         "metrics": {}, "survival": {}, "factorial": None,
         "learning": learning_check(metrics, params),
@@ -238,6 +269,9 @@ def compare_arms(metrics: pd.DataFrame, params: AnalysisParams | None = None,
                paired_seeds=list(dict.fromkeys(seeds)),
                message=f"{len(primary)} pair(s) over {len(set(map(str, seeds)))} seed(s); "
                        f"{len(pairing.unpaired)} unpaired trial(s) left out of the paired statistics.")
-    out["survival"] = {m: _survival(pairing, m) for m in CENSORED_METRICS}
+    out["survival"] = {m: _survival(pairing, m) for m in SURVIVAL_METRICS}
+    out["budget_epochs"] = budget_of(metrics, params)
+    out["rmst"] = _rmst(pairing, params, out["budget_epochs"])
     out["factorial"] = factorial_effects(metrics, params, params.primary_metric)
+    out["panel"] = measure_panel(out, params)
     return out

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from study.analysis.describe import epoch_curves
 from study.analysis.intervals import bootstrap_mean_ci, kaplan_meier
-from study.analysis.params import AnalysisParams
+from study.analysis.params import AnalysisParams, metric_direction
 from study.analysis.tables import ARM_FACTORS, arm_label, arm_mask, arms_present, seed_means
 
 FIGURE_DPI = 110
@@ -63,7 +63,8 @@ def _curve_figure(path: Path, epochs, metrics, column: str, ylabel: str, styles,
             c = data.loc[arm_mask(data, arm)]
             if c.empty:
                 continue
-            ax.plot(c["epoch"], c["mean"], color=color, marker="o", ms=3, label=f"{label} (n={c['n'].max()})")
+            ax.plot(c["epoch"], c["mean"], color=color, marker="o" if len(c) <= 40 else None, ms=3,
+                    label=f"{label} (n={c['n'].max()})")
             ax.fill_between(c["epoch"], c["ci_low"], c["ci_high"], color=color, alpha=0.18, linewidth=0)
         if hline is not None:
             ax.axhline(hline, color="grey", ls="--", lw=1)
@@ -200,7 +201,7 @@ def make_figures(fig_dir: Path, epochs, metrics, summary, params) -> list[Figure
         out.append(FigureSpec("paired_differences.png",
                               f"Per-seed difference in the primary measure ({params.primary_metric}), "
                               f"{comparison['faster_label']} minus {comparison['slower_label']}; left of the grey "
-                              f"line favours {comparison['faster_label']}." if "acc" not in params.primary_metric
+                              f"line favours {comparison['faster_label']}." if metric_direction(params.primary_metric) == "lower"
                               else "Per-seed difference in the primary measure; right of zero favours the "
                                    "claimed-faster arm."))
     _km_figure(fig_dir / "epochs_to_target.png", metrics, styles, params)

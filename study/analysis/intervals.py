@@ -1,4 +1,5 @@
-"""Intervals and tests: the bootstrap interval of a mean, Wilcoxon signed-rank, Kaplan-Meier, log-rank.
+"""Intervals and tests: t and bootstrap intervals of a mean, Wilcoxon signed-rank, Kaplan-Meier, RMST,
+log-rank.
 
 Thin wrappers over scipy.stats that return plain dicts and say why when a number cannot be computed
 (too few values, no spread, nothing reached), so the report can print the reason instead of a NaN.
@@ -45,15 +46,42 @@ def bootstrap_mean_ci(values: Sequence[float], params: AnalysisParams) -> dict:
     return {"low": None, "high": None, "method": "bootstrap failed"}
 
 
+SMALL_N = 20          # below this many units a difference gets a t interval, BCa from here on
+EXACT_MAX_N = 50      # exact Wilcoxon distribution up to this many non-zero differences (without ties)
+PERMUTATION_MAX_N = 16  # with ties: every sign flip enumerated (2^16 = 65,536) up to this many
+
+
 def min_wilcoxon_p(n: int) -> float:
-    """Smallest two-sided exact Wilcoxon signed-rank p-value possible with n non-zero differences: 2 / 2^n."""
-    return min(1.0, 2.0 / 2 ** n) if n > 0 else 1.0
+    """Smallest two-sided exact Wilcoxon signed-rank p-value possible with n non-zero differences: 2 / 2^n
+    (``math.ldexp``: no overflow however large n; 0.0 once it is below the smallest float)."""
+    return min(1.0, math.ldexp(1.0, 1 - int(n))) if n > 0 else 1.0
+
+
+def t_mean_ci(values: Sequence[float], params: AnalysisParams) -> dict:
+    """Student-t interval of a mean (``scipy.stats.t``), for differences from fewer than ``SMALL_N`` units:
+    a bootstrap interval from 10 values under-covers (Hesterberg 2015), a t interval does not under
+    normal errors and is close otherwise (tests/test_analysis.py draws 2,000 null samples)."""
+    x = _finite(values)
+    if len(x) < 2:
+        return {"low": None, "high": None, "method": "none (fewer than two values)"}
+    if np.ptp(x) == 0:
+        return {"low": float(x[0]), "high": float(x[0]),
+                "method": "degenerate (all values equal; interval collapses to the point)"}
+    half = stats.t.ppf(0.5 + params.confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return {"low": float(x.mean() - half), "high": float(x.mean() + half), "method": f"t (n = {len(x)})"}
+
+
+def difference_ci(values: Sequence[float], params: AnalysisParams) -> dict:
+    """Interval of a mean paired difference: t below ``SMALL_N`` units, bootstrap BCa from there on."""
+    return t_mean_ci(values, params) if len(_finite(values)) < SMALL_N else bootstrap_mean_ci(values, params)
 
 
 def wilcoxon_test(diffs: Sequence[float]) -> dict:
-    """Two-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, zero differences dropped).
-
-    p is None (with a reason in ``note``) when it cannot be computed.
+    """Two-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon``), its method chosen here, not by SciPy:
+    ``zero_method="wilcox"`` (zero differences dropped), ``method="exact"`` for at most ``EXACT_MAX_N``
+    non-zero differences without ties among their absolute values; with ties, every sign flip of the
+    tied (mid-)ranks enumerated (``scipy.stats.PermutationMethod``, exact) up to ``PERMUTATION_MAX_N``
+    differences; ``"approx"`` (normal approximation, tie-corrected) beyond.  p is None (with a reason in ``note``) when it cannot be computed.
     """
     d = _finite(diffs)
     nonzero = int((d != 0).sum())
@@ -63,10 +91,18 @@ def wilcoxon_test(diffs: Sequence[float]) -> dict:
         return {"p_value": None, "note": "all differences are 0"}
     if nonzero < 2:
         return {"p_value": None, "note": "fewer than 2 non-zero differences"}
+    nz = d[d != 0]
+    ties = len(np.unique(np.abs(nz))) < len(nz)
+    if not ties and nonzero <= EXACT_MAX_N:
+        method, how = "exact", ""
+    elif ties and nonzero <= PERMUTATION_MAX_N:
+        method, how = stats.PermutationMethod(n_resamples=2 ** nonzero), "exact over sign flips (tied differences)"
+    else:
+        method, how = "approx", "normal approximation" + (" (tied differences)" if ties else "")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        p = float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
-    note = "zero differences dropped" if nonzero < len(d) else ""
+        p = float(stats.wilcoxon(nz, zero_method="wilcox", alternative="two-sided", method=method).pvalue)
+    note = "; ".join(x for x in ("zero differences dropped" if nonzero < len(d) else "", how) if x)
     floor = min_wilcoxon_p(nonzero)
     if floor >= 0.01:
         note = (note + "; " if note else "") + f"with {nonzero} non-zero differences p cannot go below {floor:.3g}"
@@ -74,10 +110,10 @@ def wilcoxon_test(diffs: Sequence[float]) -> dict:
 
 
 def difference_stats(diffs: Sequence[float], params: AnalysisParams) -> dict:
-    """Mean of paired differences with its bootstrap CI (``bootstrap_mean_ci``) and two-sided Wilcoxon p
-    (``wilcoxon_test``): keys mean, ci_low, ci_high, ci_method, p_value, p_note."""
+    """Mean of paired differences with its interval (``difference_ci``: t below 20 units, BCa above) and
+    two-sided Wilcoxon p (``wilcoxon_test``): keys mean, ci_low, ci_high, ci_method, p_value, p_note."""
     d = _finite(diffs)
-    ci = bootstrap_mean_ci(d, params)
+    ci = difference_ci(d, params)
     wil = wilcoxon_test(d)
     return {"mean": float(d.mean()) if len(d) else None, "ci_low": ci["low"], "ci_high": ci["high"],
             "ci_method": ci["method"], "p_value": wil["p_value"], "p_note": wil["note"]}
@@ -139,3 +175,58 @@ def logrank_test(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarr
         return {"statistic": None, "p_value": None,
                 "note": "no variance between the arms (identical event times)"}
     return {"statistic": stat, "p_value": p, "note": ""}
+
+
+def rmst_batch(times: np.ndarray, reached: np.ndarray, budget: float) -> np.ndarray:
+    """``rmst`` of each row of (resamples, n) arrays at once."""
+    t = np.atleast_2d(np.asarray(times, dtype=float))
+    e = np.atleast_2d(np.asarray(reached, dtype=bool))
+    order = np.lexsort((~e, t), axis=-1)           # at equal times events come before censorings
+    t, e = np.take_along_axis(t, order, -1), np.take_along_axis(e, order, -1)
+    at_risk = t.shape[1] - np.arange(t.shape[1])
+    surv = np.cumprod(np.where(e, 1 - 1 / at_risk, 1.0), axis=-1)
+    knots = np.concatenate([np.zeros((len(t), 1)), np.minimum(t, budget), np.full((len(t), 1), budget)], axis=-1)
+    levels = np.concatenate([np.ones((len(t), 1)), surv], axis=-1)
+    return np.sum(levels * np.diff(knots, axis=-1), axis=-1)
+
+
+def rmst(times: Sequence[float], reached: Sequence[bool], budget: float) -> float:
+    """Restricted mean time to target up to ``budget``: the area under the Kaplan-Meier curve of "not yet
+    reached" from 0 to the budget (censored times as ``kaplan_meier``).  Without censoring before the
+    budget it is the mean of min(time, budget)."""
+    if len(times) == 0:
+        return math.nan
+    return float(rmst_batch(np.asarray(times, float)[None], np.asarray(reached, bool)[None], budget)[0])
+
+
+def rmst_difference(faster: tuple[np.ndarray, np.ndarray], slower: tuple[np.ndarray, np.ndarray], budget: float,
+                    params: AnalysisParams) -> dict:
+    """RMST of the faster arm minus that of the slower, trials paired by position (one per seed): a
+    percentile interval from ``n_resamples`` bootstrap draws of the pairs, and a two-sided p from
+    swapping the arms within pairs at random (a sign-flip permutation test; exact enumeration up to 12
+    pairs)."""
+    (tf, ef), (ts, es) = faster, slower
+    tf, ts = np.asarray(tf, float), np.asarray(ts, float)
+    ef, es = np.asarray(ef, bool), np.asarray(es, bool)
+    n = len(tf)
+    out = {"mean": None, "ci_low": None, "ci_high": None, "p_value": None, "n": n,
+           "faster_rmst": rmst(tf, ef, budget) if n else None, "slower_rmst": rmst(ts, es, budget) if n else None}
+    if n == 0:
+        return {**out, "ci_method": "none (no pairs)", "p_note": "no pairs"}
+    est = out["faster_rmst"] - out["slower_rmst"]
+    out["mean"] = est
+    if n < 2:
+        return {**out, "ci_method": "none (fewer than two pairs)", "p_note": "fewer than two pairs"}
+    rng = np.random.default_rng(params.random_state)
+    idx = rng.integers(0, n, size=(params.n_resamples, n))
+    boot = rmst_batch(tf[idx], ef[idx], budget) - rmst_batch(ts[idx], es[idx], budget)
+    lo, hi = np.quantile(boot, [(1 - params.confidence) / 2, (1 + params.confidence) / 2])
+    exact = n <= 12
+    flips = (((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1) if exact
+             else rng.integers(0, 2, size=(params.n_resamples, n))).astype(bool)
+    null = (rmst_batch(np.where(flips, ts, tf), np.where(flips, es, ef), budget)
+            - rmst_batch(np.where(flips, tf, ts), np.where(flips, ef, es), budget))
+    p = float(np.mean(np.abs(null) >= abs(est) - 1e-12))
+    return {**out, "ci_low": float(lo), "ci_high": float(hi),
+            "ci_method": f"bootstrap percentile over pairs ({params.n_resamples} resamples)",
+            "p_value": p, "p_note": "sign-flip permutation" + (" (exact)" if exact else "")}

@@ -9,6 +9,15 @@ from typing import Any
 
 BASE_METRICS = ("val_loss_auc", "epochs_to_target", "epochs_to_rel_target", "time_to_target_s",
                 "best_val_acc", "test_acc")
+# speed measures (study.analysis.speed), in panel order; the ladder and RMST rows are added per target
+SPEED_METRICS = ("val_error_area", "epochs_to_plateau_90", "epochs_to_plateau_95", "train_loss_area",
+                 "val_nll_ts_area", "calibration_gap_area")
+DESCRIPTIVE_METRICS = ("epoch_min_val_loss", "min_val_loss")
+PRIMARY_DEFAULT = "val_error_area"
+
+
+def _default_targets() -> tuple:
+    return (0.5, 0.6, 0.7, 0.75)
 
 
 def _default_faster() -> dict:
@@ -38,14 +47,17 @@ class AnalysisParams:
     fixed_epochs: tuple[int, ...] = (1, 5, 10)
     faster_arm: dict = field(default_factory=_default_faster)   # the arm claimed faster
     slower_arm: dict = field(default_factory=_default_slower)
-    primary_metric: str = "val_loss_auc"
+    primary_metric: str = PRIMARY_DEFAULT
     confidence: float = 0.95
     n_resamples: int = 10000
-    min_seeds: int = 3
+    min_seeds: int = 6
     random_state: int = 0
     paper_test_acc: dict = field(default_factory=_default_paper)  # keyed by activation
     n_classes: int = 62                     # chance accuracy is 1 / n_classes
     learned_margin: float = 0.05            # an arm learned when its accuracy interval's low end > chance + this
+    targets: tuple[float, ...] = field(default_factory=_default_targets)  # validation-accuracy ladder
+    budget_epochs: float | None = None      # common budget of the area measures (None: the smallest planned)
+    smooth_epochs: float = 1.0              # width of the plateau smoother, in epochs (at least 3 evaluations)
 
     def __post_init__(self) -> None:
         _check_fraction("target_acc", self.target_acc, closed_high=True)
@@ -64,7 +76,13 @@ class AnalysisParams:
         if not (_is_real(self.learned_margin) and 0 <= self.learned_margin < 1 - 1 / self.n_classes):
             raise ValueError(f"analysis.learned_margin must be in [0, 1 - 1/n_classes), got {self.learned_margin!r}")
         object.__setattr__(self, "paper_test_acc", _check_paper(self.paper_test_acc))
-        allowed = metric_names(self.fixed_epochs)
+        object.__setattr__(self, "targets", _check_targets(self.targets))
+        if self.budget_epochs is not None and not (_is_real(self.budget_epochs) and math.isfinite(self.budget_epochs)
+                                                   and self.budget_epochs > 0):
+            raise ValueError(f"analysis.budget_epochs must be a positive number or null, got {self.budget_epochs!r}")
+        if not (_is_real(self.smooth_epochs) and math.isfinite(self.smooth_epochs) and self.smooth_epochs > 0):
+            raise ValueError(f"analysis.smooth_epochs must be a positive number, got {self.smooth_epochs!r}")
+        allowed = metric_names(self.fixed_epochs, self.targets)
         if self.primary_metric not in allowed:
             raise ValueError(f"analysis.primary_metric must be one of {', '.join(allowed)}, "
                              f"got {self.primary_metric!r}")
@@ -128,6 +146,13 @@ def _check_epochs(x: Any) -> tuple[int, ...]:
     return tuple(sorted({int(k) for k in x}))
 
 
+def _check_targets(x: Any) -> tuple[float, ...]:
+    if isinstance(x, (str, bytes)) or not isinstance(x, Sequence) or not x \
+            or not all(_is_real(t) and 0 < t <= 1 for t in x):
+        raise ValueError(f"analysis.targets must be a non-empty list of accuracies in (0, 1], got {x!r}")
+    return tuple(sorted({float(t) for t in x}))
+
+
 def _check_arm(name: str, arm: Any) -> dict:
     if not isinstance(arm, Mapping) or not arm:
         raise ValueError(f"analysis.{name} must be a non-empty mapping like "
@@ -150,29 +175,63 @@ def _check_paper(paper: Any) -> dict:
 
 # --------------------------------------------------------------------------- measures
 
-def metric_names(fixed_epochs: Sequence[int] = (1, 5, 10)) -> tuple[str, ...]:
-    """Every per-trial metric that ``compare_arms`` can compare."""
+def target_key(t: float) -> str:
+    """Column suffix of a ladder target: 0.7 -> '70', 0.725 -> '72.5'."""
+    return f"{t * 100:g}"
+
+
+def ladder_metrics(targets: Sequence[float]) -> tuple[str, ...]:
+    """``epochs_to_acc_{t}`` (censored, paired) and ``rmst_acc_{t}`` (Kaplan-Meier, per arm) per target."""
+    return tuple(f"{kind}_{target_key(t)}" for t in targets for kind in ("epochs_to_acc", "rmst_acc"))
+
+
+def panel_metrics(params: "AnalysisParams") -> list[str]:
+    """The measure panel: every speed measure, in report order (primary first)."""
+    names = [SPEED_METRICS[0], *ladder_metrics(params.targets), *SPEED_METRICS[1:]]
+    if params.primary_metric in names:
+        names.remove(params.primary_metric)
+    return [params.primary_metric, *names]
+
+
+def metric_names(fixed_epochs: Sequence[int] = (1, 5, 10), targets: Sequence[float] = _default_targets()
+                 ) -> tuple[str, ...]:
+    """Every per-trial metric that ``compare_arms`` can compare (RMST rows are per arm: not primary)."""
     at = tuple(f"val_loss_at_{k}" for k in fixed_epochs)
-    return BASE_METRICS[:4] + at + BASE_METRICS[4:]
+    ladder = tuple(m for m in ladder_metrics(targets) if m.startswith("epochs_to_acc"))
+    return (*SPEED_METRICS, *ladder, *BASE_METRICS[:4], *at, *DESCRIPTIVE_METRICS, *BASE_METRICS[4:])
 
 
 def compared_metrics(params: AnalysisParams) -> list[str]:
     """Metrics in report order, primary first."""
-    names = list(metric_names(params.fixed_epochs))
+    names = list(metric_names(params.fixed_epochs, params.targets))
     names.remove(params.primary_metric)
     return [params.primary_metric] + names
 
 
 def metric_direction(metric: str) -> str:
-    """'higher' for accuracies, 'lower' for losses, epochs, areas and times."""
-    return "higher" if "acc" in metric else "lower"
+    """'higher' for accuracies, 'lower' for losses, errors, epochs, areas and times."""
+    return "higher" if metric.endswith("_acc") or metric in ("best_val_acc", "test_acc") else "lower"
 
 
 def metric_label(metric: str, params: AnalysisParams) -> str:
     """Plain-words name of a metric."""
+    budget = "the common budget" if params.budget_epochs is None else f"the first {params.budget_epochs:g} epochs"
     if metric.startswith("val_loss_at_"):
         return f"validation loss after epoch {metric.rsplit('_', 1)[1]}"
+    if metric.startswith("epochs_to_acc_"):
+        return f"epochs to {metric.rsplit('_', 1)[1]}% validation accuracy (a miss counts as beyond the budget)"
+    if metric.startswith("rmst_acc_"):
+        return (f"restricted mean epochs to {metric.rsplit('_', 1)[1]}% validation accuracy "
+                f"(Kaplan-Meier, up to {budget})")
     labels = {
+        "val_error_area": f"validation error area per epoch (1 - val acc, trapezoid over {budget})",
+        "epochs_to_plateau_90": "epochs to 90% of the trial's own smoothed validation-accuracy plateau",
+        "epochs_to_plateau_95": "epochs to 95% of the trial's own smoothed validation-accuracy plateau",
+        "train_loss_area": f"training loss area per epoch (trapezoid over {budget})",
+        "val_nll_ts_area": f"temperature-scaled validation NLL area per epoch (over {budget})",
+        "calibration_gap_area": f"calibration gap area per epoch (val loss minus temperature-scaled NLL, over {budget})",
+        "epoch_min_val_loss": "epoch of the minimum validation loss",
+        "min_val_loss": "minimum validation loss",
         "val_loss_auc": "mean validation loss over the epochs run (loss-curve area per epoch)",
         "epochs_to_target": f"epochs to reach {params.target_acc:.0%} validation accuracy",
         "epochs_to_rel_target": f"epochs to reach {params.rel_target:.0%} of the trial's own best validation accuracy",

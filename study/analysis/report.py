@@ -31,6 +31,7 @@ import jinja2
 import pandas as pd
 
 from study.analysis.convergence import convergence_metrics
+from study.analysis.curves import epoch_end_rows, prepare_curves
 from study.analysis.figures import FigureSpec, make_figures
 from study.analysis.intervals import shows_effect
 from study.analysis.params import AnalysisParams, metric_label
@@ -38,7 +39,8 @@ from study.analysis.summary import summarize
 from study.analysis.tables import ARM_FACTORS, arm_label, arm_words, sorted_epochs, sorted_trials
 from study.analysis.verdict import format_p
 
-FILES = ("trials.csv", "epochs.csv", "summary.json", "report.md", "report.html")
+FILES = ("trials.csv", "steps.csv", "epochs.csv", "summary.json", "report.md", "report.html")
+TABLES = 4                # FILES[:TABLES] are the tables, written before the pages
 TMP_PREFIX = ".report-tmp-"
 
 
@@ -51,11 +53,14 @@ def write_report(out_dir: Path, epochs: pd.DataFrame, trials: pd.DataFrame,
     ``source`` is printed as where the data came from; give a path relative to the project (or a URI),
     never a machine's absolute path.  Returns ``{relative path: absolute Path}`` for every file written:
     ``trials.csv`` (trials + convergence metrics), ``epochs.csv``, ``summary.json``, ``report.md``,
-    ``report.html`` and ``figures/*.png``.
+    ``report.html`` and ``figures/*.png``.  ``steps.csv`` holds every evaluation (one row per trial and
+    step, fractional epochs), ``epochs.csv`` only the evaluations at whole epochs (the old table: the
+    same rows when the trials evaluated once an epoch).
     """
     params = params or AnalysisParams()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    epochs = prepare_curves(epochs)
     metrics = convergence_metrics(epochs, trials, params)
     summary = summarize(epochs, trials, params)
     summary["report"] = {"name": name, "source": source}
@@ -63,35 +68,41 @@ def write_report(out_dir: Path, epochs: pd.DataFrame, trials: pd.DataFrame,
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=out_dir))
     try:
         _write_csv(tmp / "trials.csv", sorted_trials(metrics))
-        _write_csv(tmp / "epochs.csv", sorted_epochs(epochs))
+        _write_csv(tmp / "steps.csv", sorted_epochs(epochs))
+        whole = epoch_end_rows(sorted_epochs(epochs))
+        _write_csv(tmp / "epochs.csv", whole.assign(epoch=whole["epoch"].round().astype(int)))
         (tmp / "summary.json").write_text(json.dumps(summary, sort_keys=True, indent=2, allow_nan=False) + "\n",
                                           encoding="utf-8")
         figures = make_figures(tmp / "figures", epochs, metrics, summary, params)
         context = report_context(summary, figures, params, tmp / "figures")
         (tmp / "report.md").write_text(render_markdown(context), encoding="utf-8")
         (tmp / "report.html").write_text(render_html(context), encoding="utf-8")
-        written = [*FILES[:3], *(f"figures/{f.filename}" for f in figures), *FILES[3:]]
+        written = [*FILES[:TABLES], *(f"figures/{f.filename}" for f in figures), *FILES[TABLES:]]
         _move_into_place(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {rel: out_dir / rel for rel in written}
 
 
-def rewrite_report(folder: Path, out_dir: Path | None = None) -> dict[str, Path]:
-    """Write a report again from the ``trials.csv``, ``epochs.csv`` and ``summary.json`` of an earlier one.
+def rewrite_report(folder: Path, out_dir: Path | None = None,
+                   overrides: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write a report again from the ``trials.csv``, ``steps.csv`` (or, in an older report, ``epochs.csv``)
+    and ``summary.json`` of an earlier one.
 
-    The parameters, name and source come from that ``summary.json``; the Tune experiment is not needed.
+    The parameters, name and source come from that ``summary.json``, with ``overrides`` (analysis keys,
+    e.g. ``{"primary_metric": "val_error_area"}``) on top; the Tune experiment is not needed.
     ``trials.csv`` holds the trials table plus the measures computed from it, which are computed again.
     """
     folder = Path(folder)
-    missing = [f for f in FILES[:3] if not (folder / f).is_file()]
+    curves = "steps.csv" if (folder / "steps.csv").is_file() else "epochs.csv"
+    missing = [f for f in ("trials.csv", curves, "summary.json") if not (folder / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} is not a report folder (no {', '.join(missing)} in it).")
     old = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     report = old.get("report") or {}
-    params = AnalysisParams.from_dict(old.get("params") or {})
+    params = AnalysisParams.from_dict({**(old.get("params") or {}), **(overrides or {})})
     trials = pd.read_csv(folder / "trials.csv", dtype={"trial_id": str})
-    epochs = pd.read_csv(folder / "epochs.csv", dtype={"trial_id": str})
+    epochs = pd.read_csv(folder / curves, dtype={"trial_id": str})
     return write_report(out_dir or folder, epochs, trials, params, name=report.get("name", folder.name),
                         source=report.get("source", str(folder)))
 
@@ -172,9 +183,9 @@ def _num(x: Any, digits: int = 3) -> str:
 def _metric_value(metric: str, x: Any, *, diff: bool = False) -> str:
     if _missing(x):
         return "–"
-    if "acc" in metric:
+    if metric in ("best_val_acc", "test_acc", "plateau_val_acc"):
         return f"{x * 100:+.2f} pp" if diff else f"{x * 100:.2f}%"
-    if metric.startswith("epochs"):
+    if metric.startswith(("epochs", "rmst", "epoch_")):
         return f"{x:+.2f}" if diff else f"{x:.2f}"
     if metric.endswith("_s"):
         return f"{x:+.1f} s" if diff else f"{x:.1f} s"
@@ -226,6 +237,8 @@ def report_context(summary: dict, figures: list[FigureSpec], params: AnalysisPar
         "other_axes": {k: v for k, v in d.get("config_axes", {}).items() if k not in ("seed", "lr")},
         "comparison": c,
         "primary": primary,
+        **_panel(summary.get("panel") or {}),
+        "resolution": summary.get("resolution") or {},
         **_results(c, params),
         **_factorial(summary, params),
         **_test_accuracy(summary),
@@ -254,6 +267,17 @@ def _results(c: dict, params: AnalysisParams) -> dict:
             "survival": c.get("survival", {}).get("epochs_to_target")}
 
 
+def _panel(panel: dict) -> dict:
+    rows = [[r["metric"] + (" (primary)" if r["primary"] else ""), r["direction"],
+             _metric_value(r["metric"], r["faster_mean"]), _metric_value(r["metric"], r["slower_mean"]),
+             _metric_value(r["metric"], r["mean_diff"], diff=True), _ci(r["metric"], r["ci_low"], r["ci_high"]),
+             _p(r["p_value"]), r["call"], "–" if not r["n_pairs"] else f"{r['n_pairs']} / {r['n_seeds']}"]
+            for r in panel.get("rows", [])]
+    notes = [f"{r['metric']}: {r['note']}" for r in panel.get("rows", []) if r["note"]]
+    return {"panel_rows": rows, "panel_notes": notes, "panel_text": panel.get("text", ""),
+            "panel_labels": [f"{r['metric']}: {r['label']}" for r in panel.get("rows", [])]}
+
+
 def _factorial(summary: dict, params: AnalysisParams) -> dict:
     fac = {k: v for k, v in summary.get("factorial", {}).items() if v}
     out: dict[str, Any] = {
@@ -267,7 +291,8 @@ def _factorial(summary: dict, params: AnalysisParams) -> dict:
     out["factors"] = [fa, fb]
     out["factorial_rows"] = [
         [metric] + [f"{_metric_value(metric, f['effects'][k]['mean'], diff=True)} "
-                    f"({_ci(metric, f['effects'][k]['ci_low'], f['effects'][k]['ci_high'])})"
+                    f"({_ci(metric, f['effects'][k]['ci_low'], f['effects'][k]['ci_high'])}; "
+                    f"p {_p(f['effects'][k]['p_value'])})"
                     for k in (fa, fb, "interaction")] + [str(f["n_seeds"])]
         for metric, f in fac.items()]
     cells = fac.get(params.primary_metric)

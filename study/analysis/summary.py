@@ -11,6 +11,8 @@ import pandas as pd
 
 from study.analysis.comparison import compare_arms
 from study.analysis.convergence import convergence_metrics
+from study.analysis.curves import evals_per_epoch, has_steps, prepare_curves, steps_per_epoch
+from study.analysis.panel import measure_panel
 from study.analysis.describe import design_summary, test_accuracy_by_arm
 from study.analysis.factorial import factorial_by, factorial_effects
 from study.analysis.params import AnalysisParams
@@ -42,13 +44,15 @@ def summarize(epochs: pd.DataFrame, trials: pd.DataFrame, params: AnalysisParams
     """Everything the report needs, as plain JSON-serializable data (None for missing numbers).
 
     Deterministic: every bootstrap is seeded with ``params.random_state``.
-    Keys: params, design, comparison, factorial (per metric: primary,
+    Keys: params, design, comparison, panel (the measure panel, see ``study.analysis.panel``),
+    resolution (evaluations and steps per epoch, the common budget), factorial (per metric: primary,
     epochs_to_target, test_acc; None when the grid is not crossed),
     factorial_by (the primary metric's 2x2 split per level of each extra pair
     axis such as weights, see ``factorial_by``), test_accuracy, verdict.
     """
     params = params or AnalysisParams()
-    metrics = convergence_metrics(epochs, trials, params)
+    curves = prepare_curves(epochs)
+    metrics = convergence_metrics(curves, trials, params)
     if metrics.empty or "in_analysis" not in metrics:
         comparison = {"status": "missing_arm", "message": "there are no trials to analyse.", "metrics": {},
                       "survival": {}, "factorial": None, "unpaired": [], "n_pairs": 0}
@@ -58,11 +62,18 @@ def summarize(epochs: pd.DataFrame, trials: pd.DataFrame, params: AnalysisParams
         design = design_summary(metrics, params)
         test_acc = test_accuracy_by_arm(metrics, params, by=varying_axes(metrics)).to_dict("records")
         factorial = {m: factorial_effects(metrics, params, m)
-                     for m in dict.fromkeys([params.primary_metric, "epochs_to_target", "test_acc"])}
+                     for m in dict.fromkeys([params.primary_metric, "val_loss_auc", "epochs_to_target", "test_acc"])}
         factorial_by_axis = {axis: factorial_by(metrics, params, params.primary_metric, axis)
                              for axis in comparison["pair_on"] if axis != "seed"}
+    panel = comparison.get("panel") or measure_panel(comparison, params)
+    resolution = {"evaluations_per_epoch": evals_per_epoch(curves), "steps_per_epoch": steps_per_epoch(curves),
+                  "has_steps": has_steps(curves), "n_evaluations": int(len(curves)),
+                  "has_val_nll_ts": bool("val_nll_ts" in curves
+                                         and pd.to_numeric(curves["val_nll_ts"], errors="coerce").notna().any()),
+                  "budget_epochs": metrics.attrs.get("budget_epochs")}
     return _jsonable({
-        "params": params.to_dict(), "design": design, "comparison": comparison,
+        "params": params.to_dict(), "design": design, "comparison": comparison, "panel": panel,
+        "resolution": resolution,
         "factorial": factorial, "factorial_by": {k: v for k, v in factorial_by_axis.items() if v},
         "test_accuracy": test_acc, "verdict": verdict(comparison, params),
     })

@@ -1,8 +1,10 @@
 """The tidy tables an experiment gives the analysis, and the arms in them.
 
-* ``epochs``: one row per (trial, epoch): ``trial_id``, config columns (``activation``,
-  ``normalization``, ``lr``, ``seed``, ...), then ``epoch`` (1-based), ``train_loss``, ``train_acc``,
-  ``val_loss``, ``val_acc``, ``epoch_time_s``.
+* ``epochs`` (the per-evaluation table, ``steps.csv``; see ``study.analysis.curves``): one row per
+  (trial, evaluation): ``trial_id``, config columns (``activation``, ``normalization``, ``lr``, ``seed``,
+  ...), then ``epoch`` (fractional, 1.0 at the end of the first epoch), optional ``step``,
+  ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, optional ``val_nll_ts``, ``elapsed_s``,
+  ``epoch_time_s``.  Older tables (``epochs.csv``) have one row per whole epoch and no ``step``.
 * ``trials``: one row per trial: ``trial_id``, the same config columns, ``status``, ``diverged``,
   ``epochs_run``, ``epochs_planned``, ``test_acc``, ``test_loss``.
 
@@ -18,17 +20,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from study.analysis.curves import prepare_curves
 from study.analysis.params import AnalysisParams
 
 ARM_FACTORS = ("activation", "normalization")
-EPOCH_RECORD_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s")
+EPOCH_RECORD_COLUMNS = ("step", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_nll_ts", "temperature",
+                        "elapsed_s", "epoch_time_s", "best_val_acc", "node_id", "best_epoch")
 TRIAL_RESULT_COLUMNS = ("status", "diverged", "epochs_run", "epochs_planned", "test_acc", "test_loss")
 COMPUTED_COLUMNS = (
     "in_analysis", "excluded_reason",
     "epochs_to_target", "reached_target", "epochs_to_rel_target", "reached_rel_target",
-    "time_to_target_s", "val_loss_auc", "auc_epochs", "auc_partial",
-    "best_val_acc", "best_epoch",
+    "time_to_target_s", "time_run_s", "val_loss_auc", "auc_epochs", "auc_partial",
+    "best_val_acc", "best_epoch", "val_error_area", "train_loss_area", "val_nll_ts_area", "calibration_gap_area",
+    "plateau_val_acc", "epoch_min_val_loss", "min_val_loss",
 )
+COMPUTED_PREFIXES = ("val_loss_at_", "epochs_to_acc_", "reached_acc_", "epochs_to_plateau_", "reached_plateau_")
 
 
 def arm_label(arm: Mapping[str, Any]) -> str:
@@ -54,7 +60,7 @@ def arm_words(arm: Mapping[str, Any]) -> str:
 
 
 def _fixed_columns(df: pd.DataFrame) -> set[str]:
-    at = {c for c in df.columns if str(c).startswith("val_loss_at_")}
+    at = {c for c in df.columns if str(c).startswith(COMPUTED_PREFIXES)}
     return {"trial_id", *EPOCH_RECORD_COLUMNS, *TRIAL_RESULT_COLUMNS, *COMPUTED_COLUMNS} | at
 
 
@@ -149,8 +155,7 @@ def sorted_trials(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def sorted_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
-    """Epoch records sorted by trial then epoch."""
+    """Evaluation records sorted by trial then (fractional) epoch, one per (trial, step)."""
     if "trial_id" not in epochs.columns:
         return epochs
-    ep = epochs.assign(trial_id=epochs["trial_id"].astype(str))
-    return ep.sort_values(["trial_id", "epoch"], kind="mergesort").reset_index(drop=True)
+    return prepare_curves(epochs)

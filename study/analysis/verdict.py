@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from study.analysis.intervals import excludes_zero
+from study.analysis.intervals import shows_effect
 from study.analysis.params import AnalysisParams
 from study.analysis.tables import arm_label, arm_words
 
@@ -33,15 +33,23 @@ def _factor_phrase(factor: str, levels: dict) -> str:
     return f"changing {factor} from {lv['slower']} to {lv['faster']}"
 
 
-def _factorial_sentence(fac: dict) -> str:
+def _effect(e: dict) -> str:
+    return f"{_fmt(e['mean'])} (CI {_fmt(e['ci_low'])} to {_fmt(e['ci_high'])}, {format_p(e['p_value'])})"
+
+
+def _factorial_sentence(fac: dict, alpha: float) -> str:
+    """The 2x2 in words; a factor "contributes" and the factors "interact" only when the effect's interval
+    excludes zero AND its Wilcoxon p < alpha (``shows_effect``).  The interaction follows the /2
+    convention of ``factorial_effects``: the first factor's effect is main + interaction at the second
+    factor's claimed-faster level and main - interaction at the other, i.e. it changes by twice the
+    interaction between the two levels."""
     fa, fb = fac["factors"]
     eff = fac["effects"]
-    parts = [f"{_factor_phrase(f, fac['levels'])} accounts for {_fmt(eff[f]['mean'])} "
-             f"(CI {_fmt(eff[f]['ci_low'])} to {_fmt(eff[f]['ci_high'])})" for f in (fa, fb)]
+    parts = [f"{_factor_phrase(f, fac['levels'])} accounts for {_effect(eff[f])}" for f in (fa, fb)]
+    inter = eff["interaction"]
     text = (f"Splitting the difference with the two mixed arms ({fac['n_seeds']} complete seed(s)): "
-            f"{parts[0]}, and {parts[1]}; the interaction is {_fmt(eff['interaction']['mean'])} "
-            f"(CI {_fmt(eff['interaction']['ci_low'])} to {_fmt(eff['interaction']['ci_high'])}).")
-    sig = [f for f in (fa, fb) if excludes_zero(eff[f])]
+            f"{parts[0]}, and {parts[1]}; the interaction is {_effect(inter)}.")
+    sig = [f for f in (fa, fb) if shows_effect(eff[f], alpha)]
     if len(sig) == 1:
         other = fb if sig[0] == fa else fa
         text += (f" So the difference comes from {_factor_phrase(sig[0], fac['levels'])}, "
@@ -49,9 +57,12 @@ def _factorial_sentence(fac: dict) -> str:
     elif len(sig) == 2:
         text += " Both factors contribute."
     else:
-        text += " Neither factor on its own is distinguishable from zero."
-    if excludes_zero(eff["interaction"]):
-        text += " The two factors interact, so each main effect depends on the level of the other."
+        text += " Neither factor on its own is distinguishable from zero (interval and p together)."
+    if shows_effect(inter, alpha) and inter["mean"] is not None:
+        lv = fac["levels"][fb]
+        text += (f" The two factors interact: the {fa} effect is {_fmt(eff[fa]['mean'] + inter['mean'])} with "
+                 f"{fb} {lv['faster']} and {_fmt(eff[fa]['mean'] - inter['mean'])} with {fb} {lv['slower']} "
+                 f"(main effect plus and minus the interaction, so it changes by twice the interaction).")
     return text
 
 
@@ -80,7 +91,7 @@ def verdict(comparison: dict, params: AnalysisParams | None = None) -> dict:
     a plain-words paragraph.
 
     In order: a missing arm -> no verdict ("an arm is missing"); fewer than ``min_seeds`` paired seeds
-    on the primary measure -> no verdict ("too few paired seeds"); a compared arm that did not learn
+    on the primary measure -> no verdict ("too few seeds"); a compared arm that did not learn
     (``comparison["learning"]``, see ``describe.learning_check``) -> no verdict ("the models did not
     learn").  Otherwise the rule on the primary metric, symmetric: CI entirely on the claimed side of 0
     and Wilcoxon p < 1 - confidence -> supported; CI entirely on the other side and
@@ -93,9 +104,10 @@ def verdict(comparison: dict, params: AnalysisParams | None = None) -> dict:
                 "text": f"Cannot judge the claim: {comparison.get('message', 'no comparison was possible.')}"}
     m = comparison["metrics"][params.primary_metric]
     if m["n_seeds"] < params.min_seeds:
-        return {"label": "no verdict", "reason": "too few paired seeds",
+        return {"label": "no verdict", "reason": "too few seeds",
                 "text": (f"Cannot judge the claim: only {m['n_seeds']} paired seed(s) have a value for the primary "
-                         f"measure ({m['label']}), fewer than the {params.min_seeds} required; "
+                         f"measure ({m['label']}), fewer than the {params.min_seeds} required (a two-sided "
+                         f"Wilcoxon test needs 6 to reach p < 0.05); "
                          f"{len(comparison['unpaired'])} trial(s) had no partner in the other arm.")}
     learning = comparison.get("learning")
     if learning and not learning["all_learned"]:
@@ -115,7 +127,7 @@ def verdict(comparison: dict, params: AnalysisParams | None = None) -> dict:
     side = "below" if lower else "above"
     text = (f"On the primary measure, the {m['label']}, where {m['direction']} is better, {fast} minus {slow} "
             f"averaged {_fmt(m['mean_diff'])} over {m['n_seeds']} seed(s) "
-            f"({params.confidence:.0%} bootstrap CI {_fmt(lo)} to {_fmt(hi)}; "
+            f"({params.confidence:.0%} CI {_fmt(lo)} to {_fmt(hi)}, {m['ci_method']}; "
             f"Wilcoxon signed-rank {format_p(p)}"
             + (f", {m['p_note']}" if m["p_note"] else "") + "). "
             f"The {arm_label(params.faster_arm)} arm was better in {m['n_faster_better']} of {m['n_pairs']} "
@@ -129,7 +141,10 @@ def verdict(comparison: dict, params: AnalysisParams | None = None) -> dict:
     else:
         why = "the interval includes zero" if not (claimed or against) else f"p is not below {alpha:.2g}"
         text += f"Inconclusive: {why}, so the data do not show a reliable difference in either direction."
+    panel = comparison.get("panel")
+    if panel and panel.get("text"):
+        text += " " + panel["text"]
     fac = comparison.get("factorial")
     if fac and fac["n_seeds"] > 0:
-        text += " " + _factorial_sentence(fac)
+        text += " " + _factorial_sentence(fac, alpha)
     return {"label": label, "reason": None, "text": text}
