@@ -734,6 +734,9 @@ def test_pairing_text_says_what_pairs_share():
     metrics = convergence_metrics(epochs, trials, P_EPOCHS)
     text = pairing_text(metrics, P_EPOCHS)
     assert "shares only its batch order" in text and "data.split_seed" in text
-    paired = pairing_text(metrics.assign(init_pairing=True, split_seed=0), P_EPOCHS)
-    assert "initial head weights (init_pairing" in paired and "data.split_seed (0)" in paired
+    paired = pairing_text(metrics.assign(init="paired", split_seed=0), P_EPOCHS)
+    assert "initial head weights (model.init paired" in paired and "data.split_seed (0)" in paired
     assert "shares only" not in paired
+    same = pairing_text(metrics.assign(init="glorot"), P_EPOCHS)
+    assert "the same Glorot-uniform weights in every arm" in same and "shares only" not in same
+    assert "shares only its batch order" in pairing_text(metrics.assign(init="auto"), P_EPOCHS)
