@@ -226,3 +226,47 @@ def test_a_real_tune_run_stops_before_max_with_the_right_verdict(local_ray, tmp_
     assert len(grid) == 2 * s["seeds_launched"] < 2 * 20
     seeds = sorted({r.config["train"]["seed"] for r in grid})
     assert seeds == list(range(len(seeds)))
+
+
+def interrupting_trainable(armed, driver_pid):
+    """The synthetic trainable; once seed 2 has run, it interrupts the driver as Ctrl-C would (SIGUSR1,
+    which Tune handles like SIGINT: it saves the experiment and returns), while `armed` exists."""
+    def trainable(config):
+        import os
+        import signal
+
+        synthetic_trainable(config)
+        if config["train"]["seed"] >= 2 and os.path.exists(armed):
+            os.unlink(armed)
+            os.kill(driver_pid, signal.SIGUSR1)
+
+    return trainable
+
+
+@pytest.mark.slow
+def test_tuner_restore_continues_the_adaptive_study(local_ray, tmp_path):
+    import os
+
+    from ray.tune import RunConfig, TuneConfig, Tuner
+
+    armed = tmp_path / "armed"
+    armed.touch()
+    trainable = interrupting_trainable(str(armed), os.getpid())
+    searcher = AdaptiveSeedSearcher([SPEC], [SELU, RELU], AdaptiveSeeds(min=4, max=20, ahead=1))
+    Tuner(trainable, param_space={}, tune_config=TuneConfig(search_alg=searcher, num_samples=40),
+          run_config=RunConfig(name="adaptive", storage_path=str(tmp_path), verbose=0)).fit()
+    assert not armed.exists()
+    path = tmp_path / "adaptive"
+    early = AdaptiveSeedSearcher([SPEC], [SELU, RELU], AdaptiveSeeds(min=4, max=20, ahead=1))
+    early.restore_from_dir(str(path))
+    assert early.summary()[0]["decision"] is None  # interrupted before the answer was in
+    grid = Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True).fit()
+    final = AdaptiveSeedSearcher([SPEC], [SELU, RELU], AdaptiveSeeds(min=4, max=20, ahead=1))
+    final.restore_from_dir(str(path))
+    (s,) = final.summary()
+    assert s["decision"]["verdict"] == "faster" and s["decision"]["n"] < 20
+    pairs = [(r.config["train"]["seed"], r.config["model"]["activation"]) for r in grid]
+    assert len(pairs) == len(set(pairs)) == 2 * s["seeds_launched"]  # no seed given out twice
+    assert sorted({seed for seed, _ in pairs}) == list(range(s["seeds_launched"]))
+    print(f"adaptive run: interrupted at {early.summary()[0]['pairs_complete']} pairs, resumed, decided "
+          f"{s['decision']['verdict']} at {s['decision']['n']} pairs, {len(pairs)} trials")
