@@ -57,7 +57,11 @@ X_KEYS = ("step", "epoch", "training_iteration")  # the curve's time axis, first
 
 @dataclass(frozen=True)
 class AdaptiveSeeds:
-    """`search.seeds.adaptive`: stop adding seeds once the confidence sequence has the answer."""
+    """`search.seeds.adaptive`: stop adding seeds once the confidence sequence has the answer.
+
+    With method t the sequence is finite from 5 complete pairs on (at alpha 0.05), so the earliest
+    decision comes at 5 seeds whatever `min` is; `min` is the number of seeds started at once.
+    """
 
     min: int = 4                 # seeds every specification runs before the sequence is looked at
     max: int = 20                # seeds at most (then "undecided")
@@ -313,7 +317,7 @@ class AdaptiveSeedSearcher(Searcher):
             now = sequential_decision(d, a.bound, a.alpha, a.margin, min_n=len(d), method=a.method,
                                       direction=self.direction).as_dict() if len(d) else None
             status = ("decided" if self.decisions[spec] else "at max" if len(d) >= a.max
-                      else "running")
+                      else "out of seeds" if self._done(spec) else "running")
             out.append({"specification": self.specifications[spec], "seeds_launched": len(self._active(spec)),
                         "seeds_dropped": sorted(self.failed[spec]), "pairs_complete": len(d),
                         "decision": self.decisions[spec], "current": now, "status": status})

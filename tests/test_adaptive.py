@@ -101,8 +101,8 @@ def test_a_null_runs_to_max_or_decides_equivalence():
 
 def test_each_specification_stops_on_its_own():
     specs = [SPEC, {**SPEC, "data": {"dataset": "synthetic", "image_size": 64}}]
-    searcher = AdaptiveSeedSearcher(specs, [SELU, RELU, {"model.activation": "selu", "model.normalization": "per_image"}],
-                                    AdaptiveSeeds(min=4, max=12), faster=SELU, slower=RELU)
+    third = {"model.activation": "selu", "model.normalization": "per_image"}
+    searcher = AdaptiveSeedSearcher(specs, [SELU, RELU, third], AdaptiveSeeds(min=4, max=12), faster=SELU, slower=RELU)
     rates = {**CLEAR, (32, "selu"): 2.0}
     drive(searcher, rates, concurrency=6)
     clear, null = searcher.summary()
@@ -196,8 +196,9 @@ def synthetic_trainable(config):
         ray.tune.report({k: v for k, v in row.items() if not k.startswith("config/")})
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_ray():
+    """One local Ray for this module's two Tune runs, shut down after them."""
     import ray
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
