@@ -152,6 +152,7 @@ def _find_arm(arms: list[dict], want: dict | int | None, default: int, role: str
         return default
     if isinstance(want, int):
         return want
+
     def has(arm: dict, key: str, value: Any) -> bool:
         return any((k == key or k.endswith("." + key)) and v == value for k, v in _flat(arm).items())
 
