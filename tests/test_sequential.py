@@ -177,3 +177,19 @@ def test_simulate_command(capsys, tmp_path):
     assert out.exists()
     assert simulate.main(["--studies", "3"]) == 2
     assert "--studies" in capsys.readouterr().err
+
+
+def test_anytime_summary_is_json_ready_and_agrees_with_the_decision():
+    import json
+
+    from study.analysis.sequential import anytime_summary
+
+    d = np.random.default_rng(6).normal(-0.05, 0.02, size=12)
+    s = anytime_summary(d, min_n=4, partial=True)
+    json.dumps(s)  # no inf, no numpy types
+    dec = sequential_decision(d, min_n=4)
+    assert s["decision"]["verdict"] == dec.verdict == "faster" and s["decision"]["n"] == dec.n
+    assert s["sequence"][0]["low"] is None and len(s["sequence"]) == 12  # infinite ends before 5 seeds
+    low, high = confidence_sequence(d)
+    assert s["interval_now"]["low"] == pytest.approx(low[-1]) and s["interval_now"]["verdict"] == "faster"
+    assert anytime_summary([])["n"] == 0

@@ -222,5 +222,33 @@ def sequential_decision(diffs, bound: float | None = None, alpha: float = 0.05, 
     return Decision(VERDICTS[int(codes[0])], int(n[0]), float(low[0]), float(high[0]), alpha, method)
 
 
-__all__ = ["Decision", "VERDICTS", "confidence_sequence", "first_decisions", "sequential_decision",
+def anytime_summary(diffs, bound: float | None = None, alpha: float = 0.05, margin: float = 0.0, *,
+                    min_n: int = 1, method: str = "t", direction: str = "lower", partial: bool = False,
+                    **kw) -> dict:
+    """JSON-ready anytime-valid result for a report or a status line, beside the fixed-n analysis.
+
+    ``diffs``: one difference per seed, in seed order (average pairs that share a seed first).
+    ``interval_now``: the sequence's interval over all of them (valid however the seeds were chosen,
+    also mid-study); ``decision``: the first n >= ``min_n`` at which the rule decided (verdict
+    "undecided" with n = all when it never did); ``sequence``: (n, low, high) after each seed; ``partial``:
+    whether the study is still running (a partial report shows this interval, never a fixed-n verdict).
+    """
+    d = np.asarray(diffs, dtype=float)
+    if d.ndim != 1 or d.size == 0:
+        return {"n": 0, "method": method, "alpha": alpha, "margin": margin, "partial": partial,
+                "interval_now": None, "decision": None, "sequence": []}
+    low, high = confidence_sequence(d, bound, alpha, method=method, **kw)
+    dec = sequential_decision(d, bound, alpha, margin, min_n=min_n, method=method, direction=direction, **kw)
+
+    def num(v: float) -> float | None:
+        return float(v) if np.isfinite(v) else None  # an infinite end (too few seeds) is null in JSON
+
+    now = VERDICTS[int(verdict_codes(low[-1:], high[-1:], margin, direction)[0])]
+    return {"n": int(d.size), "method": method, "alpha": alpha, "margin": margin, "partial": partial,
+            "interval_now": {"low": num(low[-1]), "high": num(high[-1]), "verdict": now},
+            "decision": {**dec.as_dict(), "low": num(dec.low), "high": num(dec.high)},
+            "sequence": [{"n": i + 1, "low": num(lo), "high": num(hi)} for i, (lo, hi) in enumerate(zip(low, high))]}
+
+
+__all__ = ["Decision", "anytime_summary", "VERDICTS", "confidence_sequence", "first_decisions", "sequential_decision",
            "t_mixture_bayes_factor", "t_mixture_radius", "verdict_codes"]
