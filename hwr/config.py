@@ -203,6 +203,23 @@ def config_from_dict(raw: dict[str, Any] | None, where: str = "config") -> Confi
     return _validate(Config(**sections_from_dict(raw, SECTIONS, where)))
 
 
+def get_key(nested: Any, dotted: str) -> Any:
+    """nested['a']['b'] for 'a.b' (the one place a dotted key is split for reading)."""
+    node = nested
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def set_key(nested: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set nested['a']['b'] = value for 'a.b', creating sections as needed (in place)."""
+    *parents, leaf = dotted.split(".")
+    node = nested
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'train.lr=3e-4' -> (['train', 'lr'], 0.0003); the value is read as YAML."""
     if "=" not in text:

@@ -20,7 +20,7 @@ validated as a full hwr config before Ray starts.
 
 from __future__ import annotations
 
-import itertools
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from hwr.config import SECTIONS, Config, ConfigError, apply_overrides, config_from_dict, read_yaml
+from study.grid import Axis, apply_point, axes_of, grid_points
 
 TOP_KEYS = ("name", "data", "model", "train", "search", "resources", "run", "analysis", "optuna")
 
@@ -55,6 +56,7 @@ class RunSettings:
     checkpoint_every: int = 1
     checkpoint_seconds: float = 60.0
     keep_best: bool = False
+    allow_errors: bool = False  # true: a study whose trials errored still ends with exit code 0
 
 
 @dataclass(frozen=True)
@@ -82,25 +84,27 @@ class StudyConfig:
     optuna: OptunaConfig | None = None
     source: str = "config"
 
+    @property
+    def axes(self) -> tuple[Axis, ...]:
+        """The grid, one Axis per `search:` entry (study.grid)."""
+        return axes_of(self.search)
+
+    @property
+    def arm_keys(self) -> tuple[str, ...]:
+        """The keys that make an arm (`optuna.arm_keys`, the default when there is no optuna section)."""
+        return (self.optuna or OptunaConfig()).arm_keys
+
+    def trial_dicts(self) -> list[dict[str, dict[str, Any]]]:
+        """Every grid point as the nested config it gives (as written, before hwr's defaults)."""
+        return [apply_point(self.base, point) for point in grid_points(self.axes)]
+
     def trial_configs(self) -> list[Config]:
         """Every grid point as a validated hwr Config, in grid order."""
-        axes = list(self.search)
-        out = []
-        for values in itertools.product(*(self.search[a] for a in axes)):
-            overrides = []
-            for axis, value in zip(axes, values):
-                keys = axis.split(",")
-                points = value if len(keys) > 1 else [value]
-                overrides += [f"{k}={_yaml_scalar(v)}" for k, v in zip(keys, points)]
-            out.append(config_from_dict(apply_overrides(self.base, overrides), self.source))
-        return out
+        return [config_from_dict(d, self.source) for d in self.trial_dicts()]
 
     @property
     def num_trials(self) -> int:
-        n = 1
-        for values in self.search.values():
-            n *= len(values)
-        return n
+        return math.prod(len(a.points) for a in self.axes)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, **self.base, "search": self.search,
@@ -109,10 +113,6 @@ class StudyConfig:
             d["optuna"] = {f.name: getattr(self.optuna, f.name) for f in fields(self.optuna)}
             d["optuna"]["arm_keys"] = list(self.optuna.arm_keys)
         return d
-
-
-def _yaml_scalar(v: Any) -> str:
-    return "null" if v is None else str(v)
 
 
 def _section(cls, raw: Any, name: str, where: str):
