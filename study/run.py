@@ -26,7 +26,7 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tun
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from hwr.config import NAMED_BASES, ConfigError, config_from_dict
+from hwr.config import NAMED_BASES, SECTIONS, ConfigError, config_from_dict, resolved
 from hwr.features import frozen_features, frozen_key, frozen_nbytes, load_cached
 from hwr.model import build_model
 from hwr.pretrain import ensure_base
@@ -57,7 +57,7 @@ def experiment_path(study: StudyConfig) -> str:
 
 def param_space(study: StudyConfig, lr_by_arm: dict[tuple, float] | None = None) -> dict[str, Any]:
     """hwr's nested config with one `tune.grid_search` per search axis (and per-arm lrs, if given)."""
-    space = grid.param_space(study.base, study.axes)
+    space = grid.param_space(resolved(study.base, study.source), study.axes)  # params.json: every default
     if lr_by_arm:
         space["train"]["lr"] = ray.tune.sample_from(functools.partial(_arm_lr, lr_by_arm, study.arm_keys))
     return space
@@ -343,7 +343,11 @@ def _first_error_line(error: BaseException) -> str:
 
 def _comparable(doc: dict[str, Any]) -> dict[str, Any]:
     """What must match to resume: the grid and the trial config (not resources, analysis or run knobs)."""
-    keep = {k: doc.get(k) for k in ("name", "data", "model", "train", "search", "lr_by_arm")}
+    try:  # compared with their defaults filled in: a record written before a key had one still matches
+        sections = resolved(doc)
+    except ConfigError:
+        sections = {s: doc.get(s) for s in SECTIONS}
+    keep = {"name": doc.get("name"), **sections, **{k: doc.get(k) for k in ("search", "lr_by_arm")}}
     return yaml.safe_load(yaml.safe_dump(keep))
 
 
