@@ -18,6 +18,9 @@ from typing import Any
 
 import yaml
 
+from hwr.errors import ConfigError
+from hwr.sections import as_dict, load_yaml, read_section
+
 ACTIVATIONS = ("relu", "selu", "elu", "gelu", "silu", "tanh")
 NORMALIZATIONS = ("none", "per_image", "imagenet")
 TRAINABLE_FROM = ("none", "block1", "block2", "block3", "block4", "block5", "all")
@@ -27,10 +30,6 @@ OPTIMIZERS = ("sgd", "adam", "rmsprop")
 INITS = ("auto", "glorot", "lecun", "paired")  # the head's initialisation (hwr.model.init_linear)
 # Conv bases pretrained here on rendered glyphs (hwr.pretrain), built on first use and cached.
 NAMED_BASES = ("glyphs", "glyphs-small")
-
-
-class ConfigError(ValueError):
-    """A configuration mistake, explained in one sentence."""
 
 
 @dataclass(frozen=True)
@@ -84,61 +83,6 @@ def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}.")
 
 
-def _coerce(key: str, value: Any, kind: type) -> Any:
-    """Convert a YAML scalar to the field's type, refusing what does not fit."""
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}.")
-        return value
-    if isinstance(value, bool) and kind is not str:
-        raise ConfigError(f"{key} must be a {kind.__name__}, got {value!r}.")
-    if kind is int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}.")
-        return value
-    if kind is float:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"{key} must be a number, got {value!r}.") from None
-        if not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}.")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, (str, int, float)):
-            raise ConfigError(f"{key} must be a string, got {value!r}.")
-        return str(value)
-    raise AssertionError(kind)
-
-
-def _field_type(cls: type, name: str) -> tuple[Any, bool]:
-    """(type, nullable) of a dataclass field declared with string annotations: int, float, str, bool, or a
-    tuple of them, as ("tuple", element type, length or None for any length)."""
-    ann = {f.name: f.type for f in dataclasses.fields(cls)}[name]
-    nullable = "None" in ann
-    base = ann.replace("| None", "").strip()
-    scalars = {"int": int, "float": float, "str": str, "bool": bool}
-    if base.startswith("tuple["):
-        parts = [p.strip() for p in base[6:-1].split(",")]
-        return ("tuple", scalars[parts[0]], None if parts[-1] == "..." else len(parts)), nullable
-    return scalars[base], nullable
-
-
-def _coerce_field(key: str, value: Any, kind: Any) -> Any:
-    """A field's value: a scalar via _coerce, or a tuple of them from a YAML list."""
-    if isinstance(kind, tuple):
-        _, item, length = kind
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}.")
-        if length is not None and len(value) != length:
-            raise ConfigError(f"{key} must be a list of {length} values, got {len(value)}.")
-        return tuple(_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value))
-    return _coerce(key, value, kind)
-
-
 def _validate(cfg: Config) -> Config:
     d, m, t = cfg.data, cfg.model, cfg.train
     _check_choice("data.dataset", d.dataset, DATASETS)
@@ -175,7 +119,7 @@ def _validate(cfg: Config) -> Config:
 
 
 def sections_from_dict(raw: dict[str, Any] | None, sections: dict[str, type], where: str) -> dict[str, Any]:
-    """{section name: dataclass instance} from nested dicts; unknown sections and keys are errors."""
+    """{section name: dataclass instance} from nested dicts (hwr.sections); unknown sections and keys are errors."""
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a mapping of sections ({', '.join(sections)}).")
@@ -183,30 +127,37 @@ def sections_from_dict(raw: dict[str, Any] | None, sections: dict[str, type], wh
     for name, section in raw.items():
         if name not in sections:
             raise ConfigError(f"Unknown section {name!r} in {where}; expected one of {', '.join(sections)}.")
-        if section is None:
-            section = {}
-        if not isinstance(section, dict):
-            raise ConfigError(f"Section {name!r} in {where} must be a mapping of keys to values.")
-        cls = sections[name]
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {}
-        for key, value in section.items():
-            if key not in known:
-                raise ConfigError(f"Unknown key {name}.{key} in {where}; known keys: {', '.join(sorted(known))}.")
-            kind, nullable = _field_type(cls, key)
-            if value is None and nullable:
-                values[key] = None
-            elif value is None:
-                raise ConfigError(f"{name}.{key} in {where} must not be empty.")
-            else:
-                values[key] = _coerce_field(f"{name}.{key}", value, kind)
-        out[name] = cls(**values)
+        out[name] = read_section(sections[name], section, name, where)
     return out
+
+
+def resolved(raw: dict[str, Any] | None, where: str = "config") -> dict[str, dict[str, Any]]:
+    """The nested trial config with every default filled in and every value typed, not yet cross-checked
+    (a study's base may need its grid's values to be valid)."""
+    given = sections_from_dict({s: (raw or {}).get(s) for s in SECTIONS}, SECTIONS, where)
+    return {name: as_dict(section) for name, section in given.items()}
 
 
 def config_from_dict(raw: dict[str, Any] | None, where: str = "config") -> Config:
     """Build a validated Config from nested dicts; unknown sections and keys are errors."""
     return _validate(Config(**sections_from_dict(raw, SECTIONS, where)))
+
+
+def get_key(nested: Any, dotted: str) -> Any:
+    """nested['a']['b'] for 'a.b' (the one place a dotted key is split for reading)."""
+    node = nested
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def set_key(nested: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set nested['a']['b'] = value for 'a.b', creating sections as needed (in place)."""
+    *parents, leaf = dotted.split(".")
+    node = nested
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -218,7 +169,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if len(parts) < 2 or not all(parts):
         raise ConfigError(f"Override {text!r} must name a dotted key such as train.lr.")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = load_yaml(value) if value.strip() else None
     except yaml.YAMLError:
         parsed = value
     return parts, parsed
@@ -251,7 +202,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as e:
         raise ConfigError(f"Cannot read config file {path}: {e.strerror or e}.") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""

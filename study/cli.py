@@ -17,14 +17,19 @@ from hwr.cli import USER_ERRORS, os_error
 
 def _run(args: argparse.Namespace) -> None:
     from study.config import load_study
-    from study.run import read_lr_file, run_study
+    from study.run import TrialsErrored, read_lr_file, run_study
 
     study = load_study(args.config, args.set)
     lrs = None
     if args.lr_from:  # each arm at its own tuned lr: the lr axis, if any, gives way
         study = dataclasses.replace(study, search={k: v for k, v in study.search.items() if k != "train.lr"})
         lrs = read_lr_file(args.lr_from, study)
-    path = run_study(study, fresh=args.fresh, lr_by_arm=lrs)
+    try:
+        path = run_study(study, fresh=args.fresh, lr_by_arm=lrs)
+    except TrialsErrored as e:  # the report still shows what the other trials did; the exit code says it failed
+        if not args.no_analyze:
+            analyze(e.path, None)
+        raise
     if not args.no_analyze:
         analyze(path, None)
 
@@ -124,12 +129,15 @@ RESUME_HINT = ("interrupted: run the same command again to resume (finished tria
 def main(argv: list[str] | None = None) -> int:
     from ray.exceptions import AuthenticationError
 
-    from study.run import StudyError
+    from study.run import StudyError, TrialsErrored
     from study.state import StateError
 
     args = parser().parse_args(argv)
     try:
         args.func(args)
+    except TrialsErrored as e:  # not a user mistake: the study ran, and some of its trials failed
+        print(f"hwr-study: error: {e}", file=sys.stderr)
+        return 1
     except (*USER_ERRORS, StudyError, StateError) as e:
         print(f"hwr-study: error: {e}", file=sys.stderr)
         return 2

@@ -20,14 +20,14 @@ validated as a full hwr config before Ray starts.
 
 from __future__ import annotations
 
-import itertools
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hwr.config import SECTIONS, Config, ConfigError, apply_overrides, config_from_dict, read_yaml
+from hwr.config import SECTIONS, Config, ConfigError, apply_overrides, config_from_dict, read_yaml, resolved
+from hwr.sections import as_dict, load_yaml, read_section
+from study.grid import Axis, apply_point, axes_of, grid_points
 
 TOP_KEYS = ("name", "data", "model", "train", "search", "resources", "run", "analysis", "optuna")
 
@@ -55,6 +55,7 @@ class RunSettings:
     checkpoint_every: int = 1
     checkpoint_seconds: float = 60.0
     keep_best: bool = False
+    allow_errors: bool = False  # true: a study whose trials errored still ends with exit code 0
 
 
 @dataclass(frozen=True)
@@ -82,68 +83,38 @@ class StudyConfig:
     optuna: OptunaConfig | None = None
     source: str = "config"
 
+    @property
+    def axes(self) -> tuple[Axis, ...]:
+        """The grid, one Axis per `search:` entry (study.grid)."""
+        return axes_of(self.search)
+
+    @property
+    def arm_keys(self) -> tuple[str, ...]:
+        """The keys that make an arm (`optuna.arm_keys`, the default when there is no optuna section)."""
+        return (self.optuna or OptunaConfig()).arm_keys
+
+    def trial_dicts(self) -> list[dict[str, dict[str, Any]]]:
+        """Every grid point as the nested config it gives (as written, before hwr's defaults)."""
+        return [apply_point(self.base, point) for point in grid_points(self.axes)]
+
     def trial_configs(self) -> list[Config]:
         """Every grid point as a validated hwr Config, in grid order."""
-        axes = list(self.search)
-        out = []
-        for values in itertools.product(*(self.search[a] for a in axes)):
-            overrides = []
-            for axis, value in zip(axes, values):
-                keys = axis.split(",")
-                points = value if len(keys) > 1 else [value]
-                overrides += [f"{k}={_yaml_scalar(v)}" for k, v in zip(keys, points)]
-            out.append(config_from_dict(apply_overrides(self.base, overrides), self.source))
-        return out
+        return [config_from_dict(d, self.source) for d in self.trial_dicts()]
 
     @property
     def num_trials(self) -> int:
-        n = 1
-        for values in self.search.values():
-            n *= len(values)
-        return n
+        return math.prod(len(a.points) for a in self.axes)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, **self.base, "search": self.search,
-                             "resources": vars(self.resources), "run": vars(self.run), "analysis": self.analysis}
+        """The study as `study.yaml` records it: every section with its defaults filled in."""
+        from study.analysis.params import AnalysisParams
+
+        d: dict[str, Any] = {"name": self.name, **resolved(self.base, self.source), "search": self.search,
+                             "resources": as_dict(self.resources), "run": as_dict(self.run),
+                             "analysis": AnalysisParams.from_dict(self.analysis).to_dict()}
         if self.optuna is not None:
-            d["optuna"] = {f.name: getattr(self.optuna, f.name) for f in fields(self.optuna)}
-            d["optuna"]["arm_keys"] = list(self.optuna.arm_keys)
+            d["optuna"] = as_dict(self.optuna)
         return d
-
-
-def _yaml_scalar(v: Any) -> str:
-    return "null" if v is None else str(v)
-
-
-def _section(cls, raw: Any, name: str, where: str):
-    if raw is None:
-        return cls()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"Section {name!r} in {where} must be a mapping.")
-    known = {f.name: f for f in fields(cls)}
-    values = {}
-    for key, value in raw.items():
-        if key not in known:
-            raise ConfigError(f"Unknown key {name}.{key} in {where}; known keys: {', '.join(sorted(known))}.")
-        default = getattr(cls(), key)
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{name}.{key} in {where} must be true or false, got {value!r}.")
-        elif isinstance(default, tuple):
-            if not isinstance(value, (list, tuple)):
-                raise ConfigError(f"{name}.{key} in {where} must be a list.")
-            value = tuple(value)
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{name}.{key} in {where} must be a number, got {value!r}.")
-            value = float(value)
-        elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{name}.{key} in {where} must be an integer, got {value!r}.")
-        elif isinstance(default, str) and not isinstance(value, str):
-            raise ConfigError(f"{name}.{key} in {where} must be a string, got {value!r}.")
-        values[key] = value
-    return cls(**values)
 
 
 def _check_key(key: str, where: str) -> None:
@@ -177,16 +148,16 @@ def study_from_dict(raw: dict[str, Any], where: str = "config") -> StudyConfig:
                 raise ConfigError(f"search.{axis} in {where} must list [{', '.join(keys)}] value lists.")
             if len({repr(v[0]) for v in values}) != len(values):
                 raise ConfigError(f"search.{axis} in {where} must give each entry its own {keys[0]} value.")
-    resources = _section(Resources, raw.get("resources"), "resources", where)
+    resources = read_section(Resources, raw.get("resources"), "resources", where)
     if resources.cpu <= 0 or resources.gpu < 0:
         raise ConfigError(f"resources in {where} need cpu > 0 and gpu >= 0.")
-    run = _section(RunSettings, raw.get("run"), "run", where)
+    run = read_section(RunSettings, raw.get("run"), "run", where)
     if run.max_failures < 0 or run.keep_checkpoints < 1:
         raise ConfigError(f"run in {where} needs max_failures >= 0 and keep_checkpoints >= 1.")
     if run.checkpoint_every < 0 or run.checkpoint_seconds < 0:
         raise ConfigError(f"run in {where} needs checkpoint_every >= 0 (0: only the last epoch) and "
                           f"checkpoint_seconds >= 0, got {run.checkpoint_every} and {run.checkpoint_seconds}.")
-    optuna = _section(OptunaConfig, raw["optuna"], "optuna", where) if raw.get("optuna") is not None else None
+    optuna = read_section(OptunaConfig, raw["optuna"], "optuna", where) if raw.get("optuna") is not None else None
     if optuna is not None:
         _check_key(optuna.param, where)
         for key in optuna.arm_keys:
@@ -222,10 +193,10 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
     for text in overrides:
         key, _, value = text.partition("=")
         if key.startswith("search."):
-            parsed = yaml.safe_load(value) if value else None
+            parsed = load_yaml(value) if value else None
             search[key.removeprefix("search.")] = parsed if isinstance(parsed, list) else [parsed]
         elif "." not in key:  # a top-level key such as name
-            raw[key] = yaml.safe_load(value) if value else None
+            raw[key] = load_yaml(value) if value else None
         else:
             search.pop(key, None)
             plain.append(text)

@@ -16,40 +16,29 @@ import yaml
 from ray.tune import TuneConfig, Tuner
 from ray.tune.search.optuna import OptunaSearch
 
-from hwr.config import ConfigError
+from hwr.config import ConfigError, get_key, set_key
 from hwr.files import atomic_write
-from hwr.train import load_data
+from study import grid
 from study.config import StudyConfig
-from study.run import check_cluster, delete_experiment, experiment_path, init_ray, make_trainable, param_space, \
+from study.run import check_cluster, delete_experiment, experiment_path, init_ray, load_study_data, make_trainable, \
     run_config, shared_features
 from study.state import finished, lock, resumable, shown_path
 from study.trainable import LAST_KEY
 
 
 def arms(study: StudyConfig) -> list[dict[str, object]]:
-    """The distinct values of the arm keys across the grid, in grid order."""
-    keys = study.optuna.arm_keys
-    seen: list[dict[str, object]] = []
-    for cfg in study.trial_configs():
-        d = cfg.to_dict()
-        arm = {k: d[k.split(".")[0]][k.split(".")[1]] for k in keys}
-        if arm not in seen:
-            seen.append(arm)
-    return seen
+    """The distinct values of the arm keys across the grid, in grid order: {arm key: value}."""
+    keys = study.arm_keys
+    return [dict(zip(keys, arm)) for arm in grid.arm_groups([c.to_dict() for c in study.trial_configs()], keys)]
 
 
 def arm_space(study: StudyConfig, arm: dict[str, object]) -> dict:
     """The study's first grid point with the arm's values fixed and the tuned key log-uniform."""
     opt = study.optuna
-    space = param_space(study)
-    for key, values in study.search.items():  # fix every other axis to its first value
-        section, leaf = key.split(".")
-        space[section][leaf] = values[0]
+    space = grid.apply_point(study.base, grid.grid_points(study.axes)[0])  # every other axis at its first value
     for key, value in arm.items():
-        section, leaf = key.split(".")
-        space[section][leaf] = value
-    section, leaf = opt.param.split(".")
-    space[section][leaf] = ray.tune.loguniform(opt.low, opt.high)
+        set_key(space, key, value)
+    set_key(space, opt.param, ray.tune.loguniform(opt.low, opt.high))
     return space
 
 
@@ -58,9 +47,9 @@ def lr_search(study: StudyConfig, *, fresh: bool = False, out: Path | None = Non
     if study.optuna is None:
         raise ConfigError(f"{study.source} has no optuna section; lr-search needs one (see configs/lr-search.yaml).")
     opt = study.optuna
+    data = load_study_data(study)
     init_ray()
     check_cluster(study)
-    data = load_data(study.trial_configs()[0].data)
     trainable = make_trainable(study, data, shared_features(study, data))
     rows = []
     for arm in arms(study):
@@ -80,9 +69,8 @@ def lr_search(study: StudyConfig, *, fresh: bool = False, out: Path | None = Non
                                                      metric=opt.metric, mode=opt.mode, reuse_actors=True))
             grid = finished(tuner.fit(), opt.trials_per_arm, LAST_KEY)  # Ctrl-C: no best-lr file from a part
         best = grid.get_best_result(metric=opt.metric, mode=opt.mode, scope="last")
-        section, leaf = opt.param.split(".")
-        rows.append({**{k.split(".")[1]: v for k, v in arm.items()},
-                     "lr": float(best.config[section][leaf]), opt.metric: float(best.metrics[opt.metric]),
+        rows.append({**{k.rsplit(".", 1)[-1]: v for k, v in arm.items()},
+                     "lr": float(get_key(best.config, opt.param)), opt.metric: float(best.metrics[opt.metric]),
                      "experiment": shown_path(path)})
         print(f"arm {label}: best {opt.param} = {rows[-1]['lr']:.3g} ({opt.metric} {rows[-1][opt.metric]:.4f})")
     out = out or Path(study.run.results_dir) / study.name / "best_lr.yaml"

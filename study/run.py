@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,15 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tun
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from hwr.config import NAMED_BASES, ConfigError, config_from_dict
+from hwr.config import NAMED_BASES, SECTIONS, ConfigError, config_from_dict, resolved
 from hwr.features import frozen_features, frozen_key, frozen_nbytes, load_cached
 from hwr.model import build_model
 from hwr.pretrain import ensure_base
 from hwr.train import CheckpointPolicy, TrainingData, load_data, pick_device
+from study import grid
 from study.config import StudyConfig
 from study.state import TUNER_PKL, StateError, finished, fs_and_path, lock, resumable, tuner_pkl_ok
-from study.trainable import LAST_KEY, train_trial
+from study.trainable import LAST_KEY, data_key, train_trial
 
 log = logging.getLogger("study")
 STUDY_FILE = "study.yaml"
@@ -55,50 +57,32 @@ def experiment_path(study: StudyConfig) -> str:
 
 def param_space(study: StudyConfig, lr_by_arm: dict[tuple, float] | None = None) -> dict[str, Any]:
     """hwr's nested config with one `tune.grid_search` per search axis (and per-arm lrs, if given)."""
-    space: dict[str, Any] = {s: dict(v) for s, v in study.base.items()}
-    for axis, values in study.search.items():
-        keys = axis.split(",")
-        if len(keys) == 1:
-            _set(space, axis, ray.tune.grid_search(list(values)))
-            continue
-        # A zipped axis: grid over the first key; the others follow it.
-        _set(space, keys[0], ray.tune.grid_search([v[0] for v in values]))
-        for i, key in enumerate(keys[1:], 1):
-            follow = {v[0]: v[i] for v in values}
-            _set(space, key, ray.tune.sample_from(functools.partial(_follow, keys[0], follow)))
+    space = grid.param_space(resolved(study.base, study.source), study.axes)  # params.json: every default
     if lr_by_arm:
-        space["train"]["lr"] = ray.tune.sample_from(functools.partial(_arm_lr, lr_by_arm))
+        space["train"]["lr"] = ray.tune.sample_from(functools.partial(_arm_lr, lr_by_arm, study.arm_keys))
     return space
 
 
-def _set(space: dict[str, Any], key: str, value: Any) -> None:
-    section, leaf = key.split(".", 1)
-    space[section][leaf] = value
+def _arm_lr(lr_by_arm: dict[tuple, float], arm_keys: tuple[str, ...], spec) -> float:
+    """The tuned lr of the trial's arm (its values of the arm keys)."""
+    return lr_by_arm[grid.arm_of(spec.config, arm_keys)]
 
 
-def _follow(leader: str, mapping: dict, spec) -> Any:
-    """The value a zipped axis pairs with the leader key's value in this trial."""
-    section, leaf = leader.split(".", 1)
-    return mapping[spec.config[section][leaf]]
-
-
-def _arm_lr(lr_by_arm: dict[tuple, float], spec) -> float:
-    """The tuned lr of the trial's (activation, normalization) arm."""
-    arm = (spec.config.model.activation, spec.config.model.normalization)
-    return lr_by_arm[arm]
+def _leaf(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
 
 
 def read_lr_file(path: str | Path, study: StudyConfig) -> dict[tuple, float]:
-    """best-lr file written by `hwr-study lr-search`: {arms: [{activation, normalization, lr}, ...]}."""
+    """best-lr file written by `hwr-study lr-search`: {arms: [{<arm key leaf>: value, ..., lr}, ...]}."""
+    keys = study.arm_keys
     try:
         raw = yaml.safe_load(Path(path).read_text())
-        lrs = {(a["activation"], a["normalization"]): float(a["lr"]) for a in raw["arms"]}
+        lrs = {tuple(a[_leaf(k)] for k in keys): float(a["lr"]) for a in raw["arms"]}
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
         raise ConfigError(f"--lr-from file {path} is not a best-lr file written by `hwr-study lr-search`.") from None
-    for cfg in study.trial_configs():
-        arm = (cfg.model.activation, cfg.model.normalization)
+    for arm in grid.arm_groups([c.to_dict() for c in study.trial_configs()], keys):
         if arm not in lrs:
-            raise ConfigError(f"--lr-from file {path} has no lr for the arm {arm[0]}+{arm[1]}.")
+            raise ConfigError(f"--lr-from file {path} has no lr for the arm {'+'.join(map(str, arm))}.")
     return lrs
 
 
@@ -161,24 +145,35 @@ def ensure_bases(study: StudyConfig) -> None:
         ensure_base(name)
 
 
-def shared_features(study: StudyConfig, data: TrainingData) -> dict[str, ray.ObjectRef]:
-    """Each distinct frozen part's activations, computed once by a Ray task with a trial's resources (a
-    share of a GPU when the config gives trials one); its result stays in the object store, where every
-    trial that needs it reads it."""
-    ensure_bases(study)
-    seen: dict[str, Any] = {}
+def load_study_data(study: StudyConfig, progress: bool = True) -> dict[str, TrainingData]:
+    """Each distinct data section of the grid, loaded once: {study.trainable.data_key(section): data}."""
+    out: dict[str, TrainingData] = {}
     for cfg in study.trial_configs():
-        key = frozen_key(cfg, data.key)
+        key = data_key(cfg.data)
+        if key not in out:
+            out[key] = load_data(cfg.data, progress=progress)
+    return out
+
+
+def shared_features(study: StudyConfig, data: dict[str, TrainingData]) -> dict[str, ray.ObjectRef]:
+    """Each distinct frozen part's activations (one per frozen key: weights, normalization, depth and the
+    trial's own data), computed once by a Ray task with a trial's resources (a share of a GPU when the config
+    gives trials one); its result stays in the object store, where every trial that needs it reads it."""
+    ensure_bases(study)
+    seen: dict[str, tuple[Any, str]] = {}  # frozen key -> (a config that needs it, its data key)
+    for cfg in study.trial_configs():
+        dkey = data_key(cfg.data)
+        key = frozen_key(cfg, data[dkey].key)
         if key is not None and key not in seen:
-            seen[key] = cfg
+            seen[key] = (cfg, dkey)
     if not seen:
         return {}
-    first = next(iter(seen.values()))
-    per_key = frozen_nbytes(first.model.trainable_from, len(data.images), data.images.shape[-1])
+    sizes = {key: frozen_nbytes(cfg.model.trainable_from, len(data[d].images), data[d].images.shape[-1])
+             for key, (cfg, d) in seen.items()}
     capacity = ray.available_resources().get("object_store_memory", 0)
-    if per_key * len(seen) > OBJECT_STORE_SHARE * capacity:
-        log.warning("frozen activations (%d x %.1f GB) exceed the object store's share; trials compute their own",
-                    len(seen), per_key / 1e9)
+    if sum(sizes.values()) > OBJECT_STORE_SHARE * capacity:
+        log.warning("frozen activations (%d sets, %.1f GB) exceed the object store's share; trials compute their own",
+                    len(seen), sum(sizes.values()) / 1e9)
         return {}
     resources = trial_resources(study)
     refs = {}
@@ -188,11 +183,12 @@ def shared_features(study: StudyConfig, data: TrainingData) -> dict[str, ray.Obj
             refs[key] = ray.put(cached)
     missing = {k: c for k, c in seen.items() if k not in refs}
     if missing:
-        print(f"Computing {len(missing)} frozen feature set(s) of {per_key / 1e6:.0f} MB each on "
+        mb = ", ".join(sorted({f"{sizes[k] / 1e6:.0f}" for k in missing}, key=float))
+        print(f"Computing {len(missing)} frozen feature set(s) of {mb} MB each on "
               f"{'GPUs' if resources['gpu'] else 'CPUs'}.", flush=True)
-        data_ref = ray.put(data)
+        data_refs = {d: ray.put(data[d]) for d in dict.fromkeys(d for _, d in missing.values())}
         task = _frozen_task.options(num_cpus=resources["cpu"], num_gpus=resources["gpu"])
-        refs.update({key: task.remote(cfg.to_dict(), data_ref, key) for key, cfg in missing.items()})
+        refs.update({key: task.remote(cfg.to_dict(), data_refs[d], key) for key, (cfg, d) in missing.items()})
     # Wait here, before any trial holds resources the tasks need; the results stay in the object store.
     pending = list(refs.values())
     while pending:
@@ -206,7 +202,7 @@ def checkpoint_policy(study: StudyConfig) -> CheckpointPolicy:
     return CheckpointPolicy(every=run.checkpoint_every, seconds=run.checkpoint_seconds, keep_best=run.keep_best)
 
 
-def make_trainable(study: StudyConfig, data: TrainingData, features: dict[str, ray.ObjectRef]):
+def make_trainable(study: StudyConfig, data: dict[str, TrainingData], features: dict[str, ray.ObjectRef]):
     trainable = ray.tune.with_parameters(train_trial, data=data, features=features, policy=checkpoint_policy(study))
     return ray.tune.with_resources(trainable, trial_resources(study))
 
@@ -248,15 +244,15 @@ def _stored_study(path: str) -> dict[str, Any] | None:
 def _write_study(path: str, study: StudyConfig, lr_by_arm: dict | None) -> None:
     fs, p = fs_and_path(path)
     fs.create_dir(p, recursive=True)
-    doc = {**study.to_dict(), "lr_by_arm": _lr_doc(lr_by_arm)}
+    doc = {**study.to_dict(), "lr_by_arm": _lr_doc(lr_by_arm, study.arm_keys)}
     with fs.open_output_stream(f"{p}/{STUDY_FILE}") as f:
         f.write(yaml.safe_dump(doc, sort_keys=False).encode())
 
 
-def _lr_doc(lr_by_arm: dict | None) -> list | None:
+def _lr_doc(lr_by_arm: dict | None, arm_keys: tuple[str, ...]) -> list | None:
     if not lr_by_arm:
         return None
-    return [{"activation": a, "normalization": n, "lr": lr} for (a, n), lr in sorted(lr_by_arm.items())]
+    return [{**{_leaf(k): v for k, v in zip(arm_keys, arm)}, "lr": lr} for arm, lr in sorted(lr_by_arm.items())]
 
 
 def delete_experiment(path: str) -> None:
@@ -284,7 +280,7 @@ def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None
         if fresh:
             delete_experiment(path)
         stored = _stored_study(path)
-        current = {**study.to_dict(), "lr_by_arm": _lr_doc(lr_by_arm)}
+        current = {**study.to_dict(), "lr_by_arm": _lr_doc(lr_by_arm, study.arm_keys)}
         if stored is not None and _comparable(stored) != _comparable(current):
             raise StudyError(
                 f"{path} holds the experiment of another config; pass --fresh to start over or choose another name.")
@@ -293,11 +289,11 @@ def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None
             raise StateError(f"{path} holds Tune state but no {STUDY_FILE} saying which study it is: start over "
                              "with `hwr-study run --fresh`.")
 
+        # The data first: a cache miss decodes with a process pool, which must not fork Ray's threaded driver.
+        data = load_study_data(study, progress=progress)
         init_ray()
         check_cluster(study)
         check_storage_shared(str(Path(path).parent) if "://" not in path else path)
-        base = study.trial_configs()[0]
-        data = load_data(base.data, progress=progress)
         features = shared_features(study, data)
         trainable = make_trainable(study, data, features)
         space = param_space(study, lr_by_arm)
@@ -319,13 +315,40 @@ def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None
         grid = finished(tuner.fit(), len(study.trial_configs()), LAST_KEY)  # Ctrl-C: KeyboardInterrupt
     errors = [r for r in grid if r.error is not None]
     print(f"Study {study.name}: {len(grid)} trials, {len(errors)} errored; experiment in {path}")
+    if errors and not study.run.allow_errors:
+        raise TrialsErrored(path, errors)
     return path
+
+
+class TrialsErrored(RuntimeError):
+    """Trials of a study ended in an error (`run.allow_errors: true` lets a study end well all the same)."""
+
+    def __init__(self, path: str, errors: list) -> None:
+        self.path = path
+        named = "; ".join(f"{_trial_name(r)}: {_first_error_line(r.error)}" for r in errors)
+        super().__init__(f"{len(errors)} trial(s) of {path} errored ({named}); set run.allow_errors=true to "
+                         "let such a study end with exit code 0.")
+
+
+def _trial_name(result) -> str:
+    return (result.metrics or {}).get("trial_id") or "_".join(Path(result.path).name.split("_")[2:4])
+
+
+def _first_error_line(error: BaseException) -> str:
+    """The error's own line (`SomeError: message`) from a worker's traceback, else its first line."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    own = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception)\b.*:", ln)]
+    return (own[-1] if own else lines[0] if lines else type(error).__name__)[:300]
 
 
 def _comparable(doc: dict[str, Any]) -> dict[str, Any]:
     """What must match to resume: the grid and the trial config (not resources, analysis or run knobs)."""
-    keep = {k: doc.get(k) for k in ("name", "data", "model", "train", "search", "lr_by_arm")}
+    try:  # compared with their defaults filled in: a record written before a key had one still matches
+        sections = resolved(doc)
+    except ConfigError:
+        sections = {s: doc.get(s) for s in SECTIONS}
+    keep = {"name": doc.get("name"), **sections, **{k: doc.get(k) for k in ("search", "lr_by_arm")}}
     return yaml.safe_load(yaml.safe_dump(keep))
 
 
-__all__ = ["StudyError", "experiment_path", "param_space", "read_lr_file", "run_study"]
+__all__ = ["StudyError", "TrialsErrored", "experiment_path", "param_space", "read_lr_file", "run_study"]

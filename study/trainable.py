@@ -11,6 +11,8 @@ checkpoint; the epochs it repeats give the same records (the analysis keeps each
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import sys
@@ -24,7 +26,7 @@ import ray
 import ray.tune
 import torch
 
-from hwr.config import config_from_dict
+from hwr.config import DataConfig, config_from_dict
 from hwr.features import frozen_key
 from hwr.train import CHECKPOINT_FILE, CheckpointPolicy, TrainingData, checkpoint_problem, fit
 
@@ -58,11 +60,18 @@ def _pause_for_tests() -> None:
         time.sleep(0.1)
 
 
-def train_trial(config: dict[str, Any], data: TrainingData, features: dict[str, Any] | None = None,
+def data_key(section: DataConfig) -> str:
+    """The key of a data section in the driver's {key: TrainingData}: every one of its settings."""
+    return json.dumps(dataclasses.asdict(section), sort_keys=True)
+
+
+def train_trial(config: dict[str, Any], data: dict[str, TrainingData], features: dict[str, Any] | None = None,
                 policy: CheckpointPolicy = CheckpointPolicy(keep_best=False)) -> None:
-    """Tune function trainable. `config` is a nested hwr config; `features` maps frozen keys to ObjectRefs;
-    `policy` is the study's checkpoint policy (`run:` keys)."""
+    """Tune function trainable. `config` is a nested hwr config; `data` maps each data section of the grid
+    (`data_key`) to its loaded images, of which the trial takes its own; `features` maps frozen keys to
+    ObjectRefs; `policy` is the study's checkpoint policy (`run:` keys)."""
     cfg = config_from_dict(config, where="trial config")
+    data = data[data_key(cfg.data)]
     key = frozen_key(cfg, data.key)
     frozen = None
     if features and key in features:

@@ -116,3 +116,63 @@ def test_shipped_configs_are_valid():
     sizes = {name: load_study(f"configs/{name}.yaml").num_trials for name in ("paper", "factorial", "quick", "lr-search")}
     assert sizes == {"paper": 20, "factorial": 120, "quick": 24, "lr-search": 4}
     assert load_study("configs/lr-search.yaml").optuna is not None
+
+
+def test_numbers_written_1e_4_are_numbers_everywhere(tmp_path):
+    from study.run import param_space
+
+    study = load_study("configs/lr-search.yaml", ["optuna.low=1e-4", "search.train.lr=[1e-4,1e-3]"])
+    assert study.optuna.low == 1e-4 and isinstance(study.optuna.low, float)
+    lrs = param_space(study)["train"]["lr"]["grid_search"]
+    assert lrs == [1e-4, 1e-3] and all(type(v) is float for v in lrs)
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ndata: {dataset: synthetic, image_size: 32}\ntrain: {lr: 3e-4}\n"
+                    "search: {train.lr: [1e-4, 2E-3]}\noptuna: {low: 1e-6, high: 1e-2}\n")
+    study = load_study(path)
+    assert study.base["train"]["lr"] == 3e-4 and study.search["train.lr"] == [1e-4, 2e-3]
+    assert (study.optuna.low, study.optuna.high) == (1e-6, 1e-2)
+    assert [c.train.lr for c in study.trial_configs()] == [1e-4, 2e-3]
+
+
+def test_the_study_record_holds_every_default():
+    from dataclasses import fields
+
+    from hwr.config import SECTIONS
+    from study.analysis.params import AnalysisParams
+    from study.config import OptunaConfig, RunSettings
+
+    doc = load_study("configs/lr-search.yaml").to_dict()
+    for name, cls in {**SECTIONS, "run": RunSettings, "optuna": OptunaConfig, "analysis": AnalysisParams}.items():
+        assert set(doc[name]) == {f.name for f in fields(cls)}, name
+    assert doc["run"]["allow_errors"] is False and doc["train"]["momentum"] == 0.9
+    assert study_from_dict({**doc, "search": doc["search"]}).to_dict() == doc  # the record reads back as itself
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"optuna": {"low": "tiny"}}, "optuna.low"),
+        ({"optuna": {"arm_keys": "model.activation"}}, "optuna.arm_keys"),
+        ({"run": {"keep_best": "yes"}}, "run.keep_best"),
+        ({"run": {"max_failures": 1.5}}, "run.max_failures"),
+        ({"resources": {"cpu": None}}, "resources.cpu"),
+        ({"model": {"dropout": [0.1]}}, "model.dropout"),
+    ],
+)
+def test_one_engine_types_every_section(change, named):
+    with pytest.raises(ConfigError) as err:
+        study_from_dict({**STUDY, **change})
+    assert named in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_key_may_be_an_axis_and_arms_come_from_the_arm_keys():
+    from study.grid import arm_groups
+
+    raw = {**STUDY, "search": {"data.image_size": [32, 64], "model.activation,train.lr": [["relu", 1e-3],
+                                                                                          ["selu", 1e-4]]}}
+    study = study_from_dict(raw)
+    assert [(c.data.image_size, c.model.activation, c.train.lr) for c in study.trial_configs()] == [
+        (32, "relu", 1e-3), (32, "selu", 1e-4), (64, "relu", 1e-3), (64, "selu", 1e-4)]
+    dicts = [c.to_dict() for c in study.trial_configs()]
+    assert arm_groups(dicts, study.arm_keys) == [("relu", "per_image"), ("selu", "per_image")]
+    assert arm_groups(dicts, ("data.image_size",)) == [(32,), (64,)]

@@ -158,3 +158,56 @@ def test_checkpoint_settings_reach_the_trainable(tmp_path):
     assert (policy.every, policy.seconds, policy.keep_best) == (5, 0.0, True)
     default = checkpoint_policy(load_study(write_study(tmp_path, "d")))
     assert (default.every, default.seconds, default.keep_best) == (1, 60.0, False)
+
+
+def test_a_data_image_size_axis_gives_each_trial_its_own_data_and_frozen_set(local_ray, tmp_path):
+    """`data.image_size` as a grid axis: each trial trains on its own size, each size has its own frozen set."""
+    import json
+
+    from hwr.model import frozen_shape
+    from study.run import load_study_data, shared_features
+    from study.trainable import data_key
+
+    config = write_study(tmp_path, "sizes", seeds=(0,), activations=("relu",), epochs=1,
+                         model={"weights": "none", "base_seed": 0, "trainable_from": "block5"})
+    study = load_study(config, ["search.data.image_size=[32, 64]"])
+    assert [c.data.image_size for c in study.trial_configs()] == [32, 64]
+    data = load_study_data(study, progress=False)
+    assert sorted(d.images.shape[-1] for d in data.values()) == [32, 64]
+    features = shared_features(study, data)
+    shapes = sorted(ray.get(ref).shape[1:] for ref in features.values())
+    assert shapes == [(512, 2, 2), (512, 4, 4)] == [frozen_shape("block5", 32), frozen_shape("block5", 64)]
+    for cfg in study.trial_configs():
+        assert data[data_key(cfg.data)].images.shape[-1] == cfg.data.image_size
+
+    path = run_study(study, progress=False)  # raises TrialsErrored had a trial failed
+    dirs = trial_dirs(tmp_path / "ray" / "sizes")
+    assert len(dirs) == 2
+    seen = []
+    for d in dirs:
+        size = json.loads((d / "params.json").read_text())["data"]["image_size"]
+        state = load_checkpoint(next(d.glob("checkpoint_*")) / CHECKPOINT_FILE)
+        assert state["config"]["data"]["image_size"] == size
+        first_linear = next(v for k, v in state["model"].items() if k.startswith("head.") and v.ndim == 2)
+        assert first_linear.shape[1] == 512 * (size // 32) ** 2  # the head was built for, and fed, its own size
+        seen.append(size)
+    assert sorted(seen) == [32, 64] and path.endswith("sizes")
+
+
+def test_errored_trials_end_the_study_with_an_error_naming_them(local_ray, tmp_path, monkeypatch):
+    import study.run
+    from study.cli import main
+
+    def broken(config, data, features=None, policy=None):
+        raise RuntimeError(f"broken on purpose at seed {config['train']['seed']}")
+
+    monkeypatch.setattr(study.run, "train_trial", broken)
+    config = write_study(tmp_path, "broken", seeds=(0, 1), activations=("relu",), epochs=1,
+                         run={"storage_path": str(tmp_path / "ray"), "max_failures": 0})
+    with pytest.raises(study.run.TrialsErrored) as caught:
+        run_study(load_study(config), progress=False)
+    message = str(caught.value)
+    assert message.startswith("2 trial(s) of ") and "RuntimeError: broken on purpose at seed 0" in message
+    assert "RuntimeError: broken on purpose at seed 1" in message and "\n" not in message
+    assert main(["run", str(config), "--no-analyze", "--set", "run.allow_errors=true"]) == 0
+    assert main(["run", str(config), "--no-analyze", "--fresh"]) == 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -109,8 +110,11 @@ class AnalysisParams:
         if unknown:
             raise ValueError(f"analysis.{unknown[0]} is not a known parameter "
                              f"(known: {', '.join(known)})")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**values)
+        # Typed by the project's one config engine (hwr.sections), then checked by __post_init__.
+        from hwr.sections import coerce
+
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: coerce(f"analysis.{k}", v, hints[k], "") for k, v in d.items()})
 
     def to_dict(self) -> dict:
         """Plain JSON-friendly dict (tuples become lists)."""
