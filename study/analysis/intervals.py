@@ -21,6 +21,16 @@ def _finite(values: Sequence[float]) -> np.ndarray:
     return x[np.isfinite(x)]
 
 
+def _trivial_interval(x: np.ndarray) -> dict | None:
+    """No interval from fewer than two values; a point when all values are equal; else None."""
+    if len(x) < 2:
+        return {"low": None, "high": None, "method": "none (fewer than two values)"}
+    if np.ptp(x) == 0:
+        return {"low": float(x[0]), "high": float(x[0]),
+                "method": "degenerate (all values equal; interval collapses to the point)"}
+    return None
+
+
 def bootstrap_mean_ci(values: Sequence[float], params: AnalysisParams) -> dict:
     """Bootstrap CI of a mean (BCa, percentile fallback), seeded by ``params.random_state``.
 
@@ -29,11 +39,8 @@ def bootstrap_mean_ci(values: Sequence[float], params: AnalysisParams) -> dict:
     two values there is no interval; when all values are equal the interval collapses to the point.
     """
     x = _finite(values)
-    if len(x) < 2:
-        return {"low": None, "high": None, "method": "none (fewer than two values)"}
-    if np.ptp(x) == 0:
-        return {"low": float(x[0]), "high": float(x[0]),
-                "method": "degenerate (all values equal; interval collapses to the point)"}
+    if (trivial := _trivial_interval(x)) is not None:
+        return trivial
     for method in ("BCa", "percentile"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -62,11 +69,8 @@ def t_mean_ci(values: Sequence[float], params: AnalysisParams) -> dict:
     a bootstrap interval from 10 values under-covers (Hesterberg 2015), a t interval does not under
     normal errors and is close otherwise (tests/test_analysis.py draws 2,000 null samples)."""
     x = _finite(values)
-    if len(x) < 2:
-        return {"low": None, "high": None, "method": "none (fewer than two values)"}
-    if np.ptp(x) == 0:
-        return {"low": float(x[0]), "high": float(x[0]),
-                "method": "degenerate (all values equal; interval collapses to the point)"}
+    if (trivial := _trivial_interval(x)) is not None:
+        return trivial
     half = stats.t.ppf(0.5 + params.confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
     return {"low": float(x.mean() - half), "high": float(x.mean() + half), "method": f"t (n = {len(x)})"}
 
