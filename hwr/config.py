@@ -3,7 +3,7 @@
     data:  {dataset: chars74k, root: null, image_size: 224, split: paper, split_seed: 0}
     model: {weights: imagenet, trainable_from: block5, activation: relu, normalization: per_image, dropout: 0.0,
             base_seed: null, init: auto}
-    train: {optimizer: sgd, lr: 1.0e-3, momentum: 0.9, batch_size: 32, epochs: 30, seed: 0, evals_per_epoch: 8}
+    train: {optimizer: sgd, lr: 1.0e-3, momentum: 0.9, batch_size: 32, epochs: 30, seed: 0, evals_per_epoch: 4}
 
 `load_config` reads a YAML file and `--set section.key=value` overrides into a validated `Config`.
 Every mistake is a `ConfigError` whose message is one sentence naming the key or value at fault.
@@ -62,7 +62,7 @@ class TrainConfig:
     batch_size: int = 32
     epochs: int = 30
     seed: int = 0
-    evals_per_epoch: int = 8  # validation (and training-loss) measurements per epoch, evenly spaced in steps
+    evals_per_epoch: int = 4  # validation (and training-loss) measurements per epoch, evenly spaced in steps
 
 
 @dataclass(frozen=True)

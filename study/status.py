@@ -10,9 +10,11 @@ each trial's `result.json` (a line cut short is skipped, as `study.experiment` d
 - Time so far (first trial's start to now, or to the last report once no driver runs), and the rest
   estimated from the seconds per epoch seen so far, the epochs left and the trials run at once so far.
 - The verdict so far, per specification: for each seed whose two compared arms (`analysis.faster_arm`
-  minus `analysis.slower_arm`) both finished, the difference of a simple speed measure, the mean
-  validation error (1 - val_acc) over the evaluations run; lower is faster. Its interval is a confidence
-  sequence (anytime-valid: it may be looked at after every seed without inflating errors).
+  minus `analysis.slower_arm`) both finished, the difference of the default primary measure, the
+  validation error area (1 - val_acc, trapezoid over the fractional epochs, per epoch of the planned
+  budget: `study.analysis.speed.area_per_epoch`, as the report computes it); lower is faster. Its
+  interval is Lai's t-mixture confidence sequence (`study.analysis.sequential`: anytime-valid, it may be
+  looked at after every seed without inflating errors; unbounded until 5 seeds are in).
 
 `StatusCallback` prints the same summary into the driver's log every few minutes while `hwr-study run` runs.
 """
@@ -39,16 +41,8 @@ from study.experiment import parse_results, read_study_doc
 from study.state import EXPERIMENT_STATE, StateError, _read, fs_and_path
 from study.trainable import LAST_KEY
 
-try:  # issue 21 item 2; the stand-in below serves until study/analysis/sequential.py lands
-    from study.analysis.sequential import confidence_sequence
-except ImportError:
-    def confidence_sequence(diffs, bound: float, alpha: float) -> tuple[float, float]:
-        """STAND-IN: a Hoeffding interval at level alpha / (n (n + 1)), valid at every n at once (a union
-        bound over n); for differences in [-bound, bound]. Conservative; the lead swaps in the real one."""
-        x = np.asarray(diffs, dtype=float)
-        n = len(x)
-        half = bound * math.sqrt(2 * math.log(2 * n * (n + 1) / alpha) / n)
-        return max(-bound, x.mean() - half), min(bound, x.mean() + half)
+from study.analysis.sequential import confidence_sequence
+from study.analysis.speed import area_per_epoch
 
 ARM_KEYS = ("model.activation", "model.normalization")
 NOT_SPEC = {*ARM_KEYS, "train.seed"}  # the other search axes make a trial's specification
@@ -216,7 +210,11 @@ def read_status(path: str, *, live: dict[str, str] | None = None, driver: str | 
         rows = _records(fs, f"{p}/{t['relative_logdir']}/result.json", cut)
         status = (live or {}).get(t["trial_id"], t.get("status", "PENDING"))
         st = _state(status, rows, driver)
-        errors = [1 - r["val_acc"] for r in rows if isinstance(r.get("val_acc"), (int, float))]
+        curve = {r.get("step", r.get("epoch")): r for r in rows  # the last record of each step (resumes repeat)
+                 if isinstance(r.get("val_acc"), (int, float)) and isinstance(r.get("epoch"), (int, float))}
+        x = np.array([r["epoch"] for r in curve.values()], dtype=float)
+        errors = 1 - np.array([r["val_acc"] for r in curve.values()], dtype=float)
+        budget = float(flat.get("epochs", 0) or 0)
         if rows:
             firsts.append(rows[0].get("timestamp", 0) - rows[0].get("time_total_s", 0))
             lasts.append(rows[-1].get("timestamp", 0))
@@ -226,7 +224,7 @@ def read_status(path: str, *, live: dict[str, str] | None = None, driver: str | 
             seed=flat.get("seed"), state=st, epochs_done=float(rows[-1]["epoch"]) if rows else 0.0,
             epochs_planned=int(flat.get("epochs", 0) or 0),
             seconds=float(rows[-1].get("time_total_s", 0)) if rows else 0.0,
-            measure=float(np.mean(errors)) if st == "done" and errors else None, config=flat))
+            measure=area_per_epoch(x, errors, budget) if st == "done" and len(x) else None, config=flat))
     planned = max(len(trials), _grid_size(doc))
     end = time.time() if driver != "not running" else max(lasts, default=0)
     elapsed = max(0.0, end - min(firsts)) if firsts else 0.0

@@ -223,6 +223,7 @@ def report_context(summary: dict, figures: list[FigureSpec], params: AnalysisPar
         "title": f"Study report: {summary['report']['name']}",
         "source": summary["report"]["source"],
         "verdict": summary["verdict"],
+        "anytime": summary.get("anytime"),
         "params": params,
         "alpha": 1 - params.confidence,
         "chance": params.chance_acc, "learned_threshold": params.learned_threshold,

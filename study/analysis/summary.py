@@ -15,7 +15,8 @@ from study.analysis.curves import evals_per_epoch, has_steps, prepare_curves, st
 from study.analysis.panel import measure_panel
 from study.analysis.describe import design_summary, test_accuracy_by_arm
 from study.analysis.factorial import factorial_by, factorial_effects
-from study.analysis.params import AnalysisParams
+from study.analysis.params import AnalysisParams, metric_direction
+from study.analysis.sequential import anytime_summary
 from study.analysis.tables import ARM_FACTORS, config_columns
 from study.analysis.verdict import verdict
 
@@ -76,7 +77,19 @@ def summarize(epochs: pd.DataFrame, trials: pd.DataFrame, params: AnalysisParams
         "resolution": resolution,
         "factorial": factorial, "factorial_by": {k: v for k, v in factorial_by_axis.items() if v},
         "test_accuracy": test_acc, "verdict": verdict(comparison, params),
+        "anytime": anytime_primary(comparison, params),
     })
+
+
+def anytime_primary(comparison: dict, params: AnalysisParams) -> dict:
+    """The anytime-valid confidence sequence (``study.analysis.sequential``, Lai's t-mixture) for the mean
+    per-seed difference of the primary measure, seeds in their order: valid however often the study was
+    looked at or stopped, so a partial report or `hwr-study status` may show it; beside the fixed-n test."""
+    units = (comparison.get("metrics") or {}).get(params.primary_metric, {}).get("unit_differences") or []
+    units = sorted(units, key=lambda u: (str(u.get("seed", "")).zfill(12), str(u)))
+    diffs = [u["diff"] for u in units if u.get("diff") is not None and math.isfinite(u["diff"])]
+    return {"metric": params.primary_metric,
+            **anytime_summary(diffs, alpha=1 - params.confidence, direction=metric_direction(params.primary_metric))}
 
 
 def varying_axes(metrics: pd.DataFrame) -> list[str]:
