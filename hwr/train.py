@@ -34,22 +34,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hwr.checkpoint import (CHECKPOINT_FILE, CHECKPOINT_FORMAT, CheckpointPolicy, TrainError, checkpoint_problem,
+                            half, load_checkpoint, save_checkpoint)
 from hwr.config import Config, DataConfig, config_from_dict
-from hwr.data.chars74k import sha256_file
 from hwr.data import Splits, default_cache_dir, ensure_dataset, load_dataset, make_splits, write_synthetic
 from hwr.features import frozen_features, frozen_key
 from hwr.files import atomic_write
 from hwr.model import HWRNet, build_model
 
 RECORD_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s", "lr")
-CHECKPOINT_FILE = "checkpoint.pt"
-CHECKPOINT_FORMAT = 2
 EVAL_BATCH = 256
-FP16_MAX = 65504.0
-
-
-class TrainError(ValueError):
-    """A run cannot start or resume, explained in one sentence."""
 
 
 @dataclass(frozen=True)
@@ -86,26 +80,6 @@ class RunResult:
             "device": self.device,
             "config": self.config,
         }
-
-
-@dataclass(frozen=True)
-class CheckpointPolicy:
-    """When `fit` writes its checkpoint, and whether it keeps the best weights.
-
-    A resume checkpoint follows every `every`-th epoch (0: none before the last), and only once at least
-    `seconds` have passed since the previous one (0: no limit): on a GPU, where an epoch takes a fraction
-    of a second, 60 s leaves only the final checkpoint; on a CPU, where an epoch takes minutes, it writes
-    one after each. The last epoch (or the one that diverges) always writes the final checkpoint.
-    `keep_best` keeps the best-validation weights (float16) for `hwr predict`.
-    """
-
-    every: int = 1
-    seconds: float = 60.0
-    keep_best: bool = True
-
-    def due(self, epoch: int, since_last: float) -> bool:
-        """Whether a resume checkpoint follows this (not last) epoch, `since_last` seconds after the previous."""
-        return self.every > 0 and epoch % self.every == 0 and since_last >= self.seconds
 
 
 def synthetic_root(cfg: DataConfig) -> Path:
@@ -212,77 +186,6 @@ def _optimizer(model: HWRNet, cfg: Config) -> torch.optim.Optimizer:
     if cfg.train.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.train.lr)
     return torch.optim.SGD(params, lr=cfg.train.lr, momentum=cfg.train.momentum)
-
-
-def half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """float16 copies of the weights (float32 where a value is beyond float16's range), on the CPU.
-
-    For prediction only: float16 keeps 11 significant bits (relative error <= 2^-11), finer than the
-    bfloat16 autocast (8 bits) the model already runs in on a GPU. Never for resuming, which must be exact.
-    """
-    out = {}
-    for k, v in state.items():
-        v = v.detach().cpu()
-        fits = v.is_floating_point() and v.numel() > 0 and bool(v.abs().max() <= FP16_MAX)
-        out[k] = v.half() if fits else v.clone()
-    return out
-
-
-def sha256_path(path: Path) -> Path:
-    """Where a checkpoint's sha256 is recorded: beside it, so that it travels with it (Tune copies folders)."""
-    return path.with_name(path.name + ".sha256")
-
-
-class _Sha256Writer:
-    """A file that hashes what is written through it: a checkpoint is hashed as it is saved, not read back."""
-
-    def __init__(self, f):
-        self.f, self.sha = f, hashlib.sha256()
-
-    def write(self, b) -> int:
-        self.sha.update(b)
-        return self.f.write(b)
-
-    def flush(self) -> None:
-        self.f.flush()
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write the checkpoint whole or not at all (temporary file, rename), then its sha256 beside it."""
-    writer: list[_Sha256Writer] = []
-
-    def save(f) -> None:
-        writer.append(_Sha256Writer(f))
-        torch.save(state, writer[0])
-
-    atomic_write(path, save)
-    atomic_write(sha256_path(path), lambda f: f.write(writer[0].sha.hexdigest().encode()))
-
-
-def checkpoint_problem(path: Path) -> str | None:
-    """Why the checkpoint at `path` must not be used (missing, or not the file its sha256 records), or None.
-    A checkpoint with no recorded sha256 (written by an older hwr) is left to torch's reader."""
-    if not path.exists():
-        return "does not exist"
-    try:
-        recorded = sha256_path(path).read_text().strip()
-    except FileNotFoundError:
-        return None
-    if sha256_file(path) != recorded:
-        return f"is damaged (its content does not match the sha256 in {sha256_path(path).name}: truncated or altered)"
-    return None
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    if (problem := checkpoint_problem(path)) is not None:
-        raise TrainError(f"Checkpoint {path} {problem}.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise TrainError(f"Checkpoint {path} cannot be read ({type(e).__name__}).") from None
-    if not isinstance(state, dict) or state.get("format") not in (1, CHECKPOINT_FORMAT):
-        raise TrainError(f"Checkpoint {path} is not an hwr checkpoint.")
-    return state
 
 
 def fit(
