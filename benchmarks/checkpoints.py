@@ -93,10 +93,10 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-def attach(run_mod, meter, stamps: dict[str, float]):
-    """Put `meter` on the run config's callbacks and stamp the start and end of init_ray, load_data and
-    shared_features in `stamps`: wrappers around what `run_study` calls by name. Returns the undo."""
-    originals = {n: getattr(run_mod, n) for n in ("init_ray", "load_data", "shared_features", "run_config")}
+def attach(run_mod, stamps: dict[str, float]):
+    """Stamp the start and end of init_ray, load_data and shared_features in `stamps`: wrappers around what
+    `run_study` calls by name (the meter goes in through `run_study(callbacks=...)`). Returns the undo."""
+    originals = {n: getattr(run_mod, n) for n in ("init_ray", "load_data", "shared_features")}
 
     def timed(name: str):
         def wrapper(*args, **kwargs):
@@ -107,14 +107,8 @@ def attach(run_mod, meter, stamps: dict[str, float]):
                 stamps[f"{name}_end"] = time.time()
         return wrapper
 
-    def run_config_with_meter(study):
-        cfg = originals["run_config"](study)
-        cfg.callbacks = [*(cfg.callbacks or []), meter]
-        return cfg
-
     for name in ("init_ray", "load_data", "shared_features"):
         setattr(run_mod, name, timed(name))
-    run_mod.run_config = run_config_with_meter
     return lambda: [setattr(run_mod, n, fn) for n, fn in originals.items()]
 
 
@@ -164,17 +158,13 @@ def work_study(spec: dict[str, Any]) -> dict[str, Any]:
     from study.config import study_from_dict
 
     meter = __getattr__("StudyMeter")()
-    undo = attach(run_mod, meter, {})
-    if spec.get("images"):  # instead of decoding (undo restores the original)
-        run_mod.load_data = lambda cfg, progress=True: random_data(spec["images"], cfg.image_size)
     counter = WarningCounter()
     logging.getLogger("ray.tune").addHandler(counter)
     study = study_from_dict(spec["study"], where="checkpoint bench study")
+    # tiny random images instead of decoding, when asked for
+    data = random_data(spec["images"], study.trial_configs()[0].data.image_size) if spec.get("images") else None
     t0 = time.time()
-    try:
-        path = run_mod.run_study(study, fresh=True, progress=False)
-    finally:
-        undo()
+    path = run_mod.run_study(study, fresh=True, progress=False, data=data, callbacks=[meter])
     wall = time.time() - t0
     ray.shutdown()
     return {
@@ -287,14 +277,16 @@ def measure(args, work: Path) -> dict[str, Any]:
 def simulate(policy: dict[str, Any], epoch_s: float, resume: tuple[float, float], final: tuple[float, float],
              epochs: int = TRIAL_EPOCHS) -> dict[str, Any]:
     """Checkpoints a policy writes over `epochs` epochs of `epoch_s`; resume/final = (bytes, seconds) each."""
-    every, seconds = policy.get("checkpoint_every", 1), policy.get("checkpoint_seconds", 60.0)
+    from hwr.checkpoint import CheckpointPolicy
+
+    rule = CheckpointPolicy(every=policy.get("checkpoint_every", 1), seconds=policy.get("checkpoint_seconds", 60.0))
     clock = last = 0.0
     count, nbytes, ckpt_s = 0, 0.0, 0.0
     for epoch in range(1, epochs + 1):
         clock += epoch_s
         if epoch == epochs:
             size, took = final
-        elif every > 0 and epoch % every == 0 and clock - last >= seconds:
+        elif rule.due(epoch, clock - last):
             size, took = resume
         else:
             continue

@@ -47,11 +47,11 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         run_mod.init_ray = lambda: _init_ray(**kwargs)
     stamps: dict[str, float] = {}
     meter = StudyMeter()
-    undo = attach(run_mod, meter, stamps)
+    undo = attach(run_mod, stamps)
     study = load_study(spec["config"], spec["set"])
     t_call = time.time()
     try:
-        run_mod.run_study(study, fresh=True, progress=False)
+        run_mod.run_study(study, fresh=True, progress=False, callbacks=[meter])
     finally:
         undo()
     t_done = time.time()

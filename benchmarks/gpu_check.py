@@ -179,14 +179,14 @@ def study_slice(args, weights: str, work: Path) -> dict[str, Any]:
         "run": {"storage_path": str(work / "ray"), "results_dir": str(work / "results")},
     }
     meter, stamps = ckpt.StudyMeter(), {}
-    undo = ckpt.attach(run_mod, meter, stamps)
+    undo = ckpt.attach(run_mod, stamps)
     counter = ckpt.WarningCounter()
     logging.getLogger("ray.tune").addHandler(counter)
     study = study_from_dict(doc, where="gpu check study")
     sampler = GpuSampler()
     t0 = time.time()
     try:
-        run_mod.run_study(study, fresh=True, progress=False)
+        run_mod.run_study(study, fresh=True, progress=False, callbacks=[meter])
     finally:
         wall = time.time() - t0
         gpu = sampler.stop()

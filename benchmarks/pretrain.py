@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from hwr.config import ConfigError, load_config
-from hwr.pretrain import RECIPES, PretrainError, base_path, ensure_base, load_recipe, pretrain, sidecar_path
+from hwr.bases import RECIPES, base_path, ensure_base, pretrain, sidecar_path
+from hwr.recipe import PretrainError, load_recipe
 from hwr.train import fit
 
 

@@ -94,7 +94,7 @@ def work(spec: dict[str, Any]) -> dict[str, Any]:
     per_key: list[dict[str, Any]] = []
     # Timing wrappers only, around what run_study calls by name (wherever the work itself runs: in this
     # process or in Ray tasks); any of them the pipeline no longer has is left out.
-    names = [n for n in ("init_ray", "load_data", "shared_features", "run_config") if hasattr(run_mod, n)]
+    names = [n for n in ("init_ray", "load_data", "shared_features") if hasattr(run_mod, n)]
     originals = {n: getattr(run_mod, n) for n in names}
 
     def timed(name: str):
@@ -111,28 +111,25 @@ def work(spec: dict[str, Any]) -> dict[str, Any]:
 
     def shared_features_timed(study, data, *args, **kwargs):
         folder = default_cache_dir() / "features"
-        keys = sorted({k for cfg in study.trial_configs() if (k := frozen_key(cfg, data.key)) is not None})
-        for k in keys:  # a set is warm when its .npy is already on disk (any device suffix)
-            per_key.append({"key": k, "cache_hit": any(folder.glob(f"{k}-*.npy")), "images": len(data.images)})
+        from study.trainable import data_key
+
+        sets = {k: data[data_key(cfg.data)] for cfg in study.trial_configs()
+                if (k := frozen_key(cfg, data[data_key(cfg.data)].key)) is not None}
+        for k in sorted(sets):  # a set is warm when its .npy is already on disk (any device suffix)
+            per_key.append({"key": k, "cache_hit": any(folder.glob(f"{k}-*.npy")), "images": len(sets[k].images)})
         return timed("shared_features")(study, data, *args, **kwargs)
 
     clock = __getattr__("ResultClock")()
-
-    def run_config_with_clock(study):
-        cfg = originals["run_config"](study)
-        cfg.callbacks = [*(cfg.callbacks or []), clock]
-        return cfg
 
     for name in ("init_ray", "load_data"):
         if name in originals:
             setattr(run_mod, name, timed(name))
     if "shared_features" in originals:
         run_mod.shared_features = shared_features_timed
-    run_mod.run_config = run_config_with_clock
     study = study_from_dict(spec["study"], where="bench study")
     t_call = time.time()
     try:
-        run_mod.run_study(study, fresh=True, progress=False)
+        run_mod.run_study(study, fresh=True, progress=False, callbacks=[clock])
     finally:
         for n, fn in originals.items():
             setattr(run_mod, n, fn)

@@ -11,17 +11,16 @@ import sys
 from pathlib import Path
 
 from hwr import __version__
-from hwr.config import ConfigError, load_config
+from hwr.config import load_config
 from hwr.data import CLASSES, DataError, download, find_root, make_splits, scan, verify
 from hwr.data.fetch import OFFICIAL_URL
+from hwr.errors import UserError, os_error
 from hwr.files import unwritable
-from hwr.model import ModelError
 from hwr.predict import PredictError, predict
-from hwr.serve import ServeError
-from hwr.pretrain import PretrainError
+from hwr.recipe import PretrainError
 from hwr.train import CHECKPOINT_FILE, TrainError, train_to_dir
 
-USER_ERRORS = (ConfigError, DataError, ModelError, TrainError, PredictError, PretrainError, ServeError)
+USER_ERRORS = (UserError,)  # ConfigError, DataError, ModelError, TrainError, PredictError, PretrainError, ...
 
 
 def _data(args: argparse.Namespace) -> None:
@@ -71,7 +70,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> None:
-    from hwr.pretrain import RECIPES, base_path, base_problem, load_recipe, pretrain, sidecar_path
+    from hwr.bases import RECIPES, base_path, base_problem, pretrain, sidecar_path
+    from hwr.recipe import load_recipe
 
     recipe = load_recipe(args.config, args.set)
     name = next((n for n, r in RECIPES.items() if r == recipe), "recipe")  # a named recipe's base is model.weights=<name>
@@ -155,11 +155,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hwr: error: {os_error(e)}", file=sys.stderr)
         return 2
     return 0
-
-
-def os_error(e: OSError) -> str:
-    """One sentence for a file operation that failed."""
-    return f"{e.strerror or e} ({e.filename})." if e.filename else f"{e.strerror or e}."
 
 
 if __name__ == "__main__":

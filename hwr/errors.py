@@ -10,3 +10,8 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A configuration mistake, explained in one sentence."""
+
+
+def os_error(e: OSError) -> str:
+    """One sentence for a file operation that failed."""
+    return f"{e.strerror or e} ({e.filename})." if e.filename else f"{e.strerror or e}."

@@ -5,8 +5,8 @@ every image is a pure function of (weights, normalization, images, frozen depth)
 the rest of the network on these stored activations: the same numbers as running the frozen layers every
 step (a test checks it), at a fraction of the cost.
 
-Each cached set is a `.npy` file with a `.json` sidecar holding its shape, dtype and CRC-32, both written
-whole (temporary file, then rename). A set whose file does not match its sidecar (truncated, damaged,
+Each cached set is a `.npy` file (a verified file, hwr.files) with a `.json` sidecar holding its shape,
+dtype and sha256, both written whole (temporary file, then rename). A set whose file does not match its sidecar (truncated, damaged,
 half-copied) is never used: it is computed again, with a warning naming the file.
 """
 
@@ -18,7 +18,6 @@ import math
 import os
 import sys
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +26,11 @@ from tqdm.auto import tqdm
 
 from hwr.config import NAMED_BASES, Config
 from hwr.data import default_cache_dir
-from hwr.files import atomic_write
-from hwr.model import BLOCK_START, HWRNet, ModelError, base_seed, frozen_shape
+from hwr.files import atomic_write, damage, write_verified
+from hwr.model import HWRNet, ModelError, base_seed
+from hwr.vgg import BLOCK_START, frozen_shape
 
-FORMAT = 1
+FORMAT = 2  # 2: the sidecar records a sha256 (hwr.files), not a CRC-32
 # Beyond this many bytes the frozen activations are not stored (block1 at 224 px would need ~40 GB);
 # training then runs the frozen layers on each batch instead.
 MAX_BYTES = int(float(os.environ.get("HWR_FEATURE_CACHE_GB", "8")) * 2**30)
@@ -43,7 +43,8 @@ def weights_id(weights: str, seed: int) -> str:
     if weights == "none":
         return f"random-seed{seed}"
     if weights in NAMED_BASES:  # the recipe fixes the base (its hash covers the fonts used)
-        from hwr.pretrain import RECIPES, recipe_hash
+        from hwr.bases import RECIPES
+        from hwr.recipe import recipe_hash
 
         return f"{weights}-{recipe_hash(RECIPES[weights])}"
     try:
@@ -101,28 +102,28 @@ def load_cached(key: str, device_type: str, cache_dir: Path | None = None) -> np
     path = cache_path(key, device_type, cache_dir)
     if not path.exists():
         return None
+    sidecar = path.with_suffix(".json")
     try:
-        meta = json.loads(path.with_suffix(".json").read_text())
+        meta = json.loads(sidecar.read_text())
+        if (problem := damage(path, meta["sha256"], f"its sidecar {sidecar.name}")) is not None:
+            raise ValueError(problem)
         z = np.load(path, allow_pickle=False)
-        if list(z.shape) != meta["shape"] or str(z.dtype) != meta["dtype"] or _crc(z) != meta["crc32"]:
-            raise ValueError("its content does not match its checksum")
-    except FileNotFoundError:  # written before sidecars existed, or its writer stopped in between
+        if list(z.shape) != meta["shape"] or str(z.dtype) != meta["dtype"]:
+            raise ValueError("is damaged (its shape or dtype is not the one its sidecar records)")
+    except FileNotFoundError:  # its writer stopped between the array and the sidecar
         return None
     except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
-        warnings.warn(f"The frozen-feature cache {path} is damaged ({e}); computing it again.", stacklevel=2)
+        warnings.warn(f"The frozen-feature cache {path} {e}; computing it again.", stacklevel=2)
         return None
     return z
 
 
-def _crc(z: np.ndarray) -> int:
-    return zlib.crc32(memoryview(np.ascontiguousarray(z)).cast("B"))
-
-
 def store(z: np.ndarray, key: str, device_type: str, cache_dir: Path | None = None) -> Path:
-    """Write activations and their sidecar (shape, dtype, CRC-32), each whole; returns the array's path."""
+    """Write activations (a verified file) and their sidecar (shape, dtype, sha256), each whole; returns the
+    array's path."""
     path = cache_path(key, device_type, cache_dir)
-    meta = {"format": FORMAT, "shape": list(z.shape), "dtype": str(z.dtype), "crc32": _crc(z)}
-    atomic_write(path, lambda f: np.save(f, z))  # the sidecar last: an array without one is not used
+    digest = write_verified(path, lambda f: np.save(f, z), beside=False)  # the sidecar last: none, not used
+    meta = {"format": FORMAT, "shape": list(z.shape), "dtype": str(z.dtype), "sha256": digest}
     atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta).encode()))
     return path
 

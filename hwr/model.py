@@ -9,9 +9,8 @@ can compute it once and every epoch (and every trial that shares it) trains only
 
 The head is the paper's FC1024-act-FC1024-act-FC62 on the flattened conv output, as Keras'
 `VGG16(include_top=False)` + `Flatten` gives it (no adaptive pooling): 512 * (S/32)^2 inputs.
-SELU follows its authors by default: LeCun-normal weights and AlphaDropout. Other activations use Keras'
-default Glorot-uniform weights with zero biases, as the paper's Keras code did. `model.init` chooses
-another scheme (`INITS`), e.g. Glorot uniform for SELU too, or initial weights paired across activations.
+SELU follows its authors: LeCun-normal weights and AlphaDropout. Other activations use Keras' default
+Glorot-uniform weights with zero biases, as the paper's Keras code did.
 """
 
 from __future__ import annotations
@@ -24,42 +23,17 @@ import torch
 from torch import nn
 
 from hwr.config import INITS, NAMED_BASES, ModelConfig
+from hwr.data.chars74k import NUM_CLASSES
+from hwr.errors import UserError
+from hwr.vgg import (BLOCK_START, DOWNSAMPLING, FROZEN_OUT, IMAGENET_MEAN, IMAGENET_STD, OUT_CHANNELS, InputNorm,
+                     frozen_shape, vgg16_conv_base)
 
-NUM_CLASSES = 62
 HIDDEN = 1024
-# Index of each block's first layer in torchvision's vgg16().features (conv/relu pairs and max-pools).
-BLOCK_START = {"all": 0, "block1": 0, "block2": 5, "block3": 10, "block4": 17, "block5": 24, "none": 31}
-# (channels, downsampling) of the frozen part's output: the conv blocks before `trainable_from`, each ending in a pool.
-FROZEN_OUT = {"block2": (64, 2), "block3": (128, 4), "block4": (256, 8), "block5": (512, 16), "none": (512, 32)}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 ACTIVATIONS = {"relu": nn.ReLU, "selu": nn.SELU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
     """The model cannot be built or loaded, explained in one sentence."""
-
-
-class InputNorm(nn.Module):
-    """uint8 grayscale images [B, H, W] -> float [B, 3, H, W] in [0, 1], then the chosen normalization."""
-
-    def __init__(self, kind: str):
-        super().__init__()
-        self.kind = kind
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.unsqueeze(1) if images.dim() == 3 else images
-        x = x.float().div_(255.0)
-        if self.kind == "per_image":
-            mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            std = x.std(dim=(1, 2, 3), keepdim=True)
-            x = (x - mean) / (std + 1e-6)
-        x = x.expand(-1, 3, -1, -1)
-        if self.kind == "imagenet":
-            x = (x - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last)
 
 
 def make_head(in_features: int, activation: str, dropout: float, generator: torch.Generator,
@@ -87,8 +61,6 @@ def make_head(in_features: int, activation: str, dropout: float, generator: torc
 # activation's own scheme in its uniform form (LeCun uniform for SELU, Glorot uniform otherwise) scaling the
 # same U(-1, 1) draws, so heads of different activations at one seed start from the same weights up to a
 # per-layer factor.
-
-
 def init_linear(weight: torch.Tensor, activation: str, init: str, generator: torch.Generator) -> None:
     fan_out, fan_in = weight.shape
     selu_scheme = activation == "selu"
@@ -102,29 +74,6 @@ def init_linear(weight: torch.Tensor, activation: str, init: str, generator: tor
             weight.uniform_(-1.0, 1.0, generator=generator).mul_(bound)
     else:
         raise ModelError(f"model.init must be one of {', '.join(INITS)}; got {init!r}.")
-
-
-def frozen_shape(trainable_from: str, image_size: int) -> tuple[int, int, int] | None:
-    """(C, H, W) of one image's frozen activations, without building the model; None if nothing is frozen."""
-    if trainable_from not in FROZEN_OUT:
-        return None
-    channels, down = FROZEN_OUT[trainable_from]
-    return channels, image_size // down, image_size // down
-
-
-def vgg16_conv_base(seed: int) -> nn.Sequential:
-    """torchvision's VGG16 conv layers, randomly initialised as torchvision's VGG does, from `seed`."""
-    # torchvision is imported where a model is built: its import takes over a second (it loads torch._dynamo),
-    # and a study's driver, which only routes data and cached activations, never builds one.
-    from torchvision.models.vgg import cfgs, make_layers
-
-    features = make_layers(cfgs["D"], batch_norm=False)
-    generator = torch.Generator().manual_seed(seed)
-    for m in features:
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
-            nn.init.zeros_(m.bias)
-    return features
 
 
 def _load_state(features: nn.Sequential, state: dict, source: str) -> nn.Sequential:
@@ -142,12 +91,12 @@ def _load_state(features: nn.Sequential, state: dict, source: str) -> nn.Sequent
 def load_conv_base(weights: str, seed: int) -> nn.Sequential:
     """The VGG16 conv base with `imagenet` (torchvision's VGG16_Weights.IMAGENET1K_V1 through torch's hub
     cache), a base pretrained here on glyphs (`glyphs`, `glyphs-small`: built on first use, then cached;
-    see hwr.pretrain), `none` (seeded random init) or a local state-dict path."""
+    see hwr.bases), `none` (seeded random init) or a local state-dict path."""
     features = vgg16_conv_base(seed)
     if weights == "none":
         return features
     if weights in NAMED_BASES:
-        from hwr.pretrain import ensure_base
+        from hwr.bases import ensure_base  # pretraining (glyph rendering) only where a named base is used
 
         path = ensure_base(weights)
         try:
@@ -196,9 +145,9 @@ class HWRNet(nn.Module):
             raise RuntimeError(f"the conv base can only be left out when none of it trains, not from {cfg.trainable_from}")
         self.has_conv_base = conv_base
         self.features = load_conv_base(cfg.weights, base_seed(cfg, seed)) if conv_base else nn.Sequential()
-        side = image_size // 32
+        side = image_size // DOWNSAMPLING
         generator = torch.Generator().manual_seed(seed)
-        self.head = make_head(512 * side * side, cfg.activation, cfg.dropout, generator, cfg.init)
+        self.head = make_head(OUT_CHANNELS * side * side, cfg.activation, cfg.dropout, generator, cfg.init)
         for p in self.features[: self.split].parameters():
             p.requires_grad_(False)
         self.to(memory_format=torch.channels_last)
@@ -248,3 +197,9 @@ def build_model(cfg: ModelConfig, image_size: int, seed: int = 0, conv_base: boo
     for ImageNet's) and import torchvision for nothing. The head is the same as with the base.
     """
     return HWRNet(cfg, image_size, seed, conv_base)
+
+
+# What other modules take from here; the VGG16 layout itself lives in hwr.vgg.
+__all__ = ["BLOCK_START", "FROZEN_OUT", "HWRNet", "IMAGENET_MEAN", "IMAGENET_STD", "InputNorm", "ModelError",
+           "NUM_CLASSES", "base_seed", "build_model", "frozen_shape", "load_conv_base", "make_head",
+           "vgg16_conv_base"]

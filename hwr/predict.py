@@ -11,11 +11,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from hwr.data import CLASSES, preprocess
+from hwr.errors import UserError
 from hwr.model import HWRNet, build_model
 from hwr.train import CHECKPOINT_FILE, config_of_checkpoint, load_checkpoint
 
 
-class PredictError(ValueError):
+class PredictError(UserError, ValueError):
     """An image or checkpoint cannot be used, explained in one sentence."""
 
 

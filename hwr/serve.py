@@ -41,6 +41,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
+from hwr.errors import UserError
 from hwr.data import preprocess
 from hwr.predict import find_checkpoint, load_model, top_k
 
@@ -58,7 +59,7 @@ MAX_PIXELS = 25_000_000  # decoded images
 TOP = 3
 
 
-class ServeError(ValueError):
+class ServeError(UserError, ValueError):
     """The server cannot start, explained in one sentence."""
 
 

@@ -3,7 +3,8 @@
     result = fit(load_config("run.yaml"), checkpoint_path=Path("runs/a/checkpoint.pt"))
 
 Each epoch yields a record {epoch, train_loss, train_acc, val_loss, val_acc, epoch_time_s, lr}, handed to
-`on_epoch` (Ray Tune plugs in there) and kept as history. Whenever validation accuracy improves, the test
+`on_epoch` and kept as history; inside it, `train.evals_per_epoch` evaluations (EVAL_KEYS, at fractional
+epochs) go to `on_eval` (Ray Tune plugs in there) and `RunResult.evals`. Whenever validation accuracy improves, the test
 split is scored too: the test metrics of the best-validation epoch are the run's result, with no copy of
 the best weights needed for it. Same seed on the CPU -> the same history, and a run resumed from its
 checkpoint continues exactly as if it had never stopped: each epoch's shuffle and dropout draw from
@@ -34,10 +35,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hwr.checkpoint import (CHECKPOINT_FILE, CHECKPOINT_FORMAT, CheckpointPolicy, TrainError, checkpoint_problem,
+                            half, load_checkpoint, save_checkpoint)
 from hwr.config import Config, DataConfig, config_from_dict
-from hwr.data.chars74k import sha256_file
 from hwr.data import Splits, default_cache_dir, ensure_dataset, load_dataset, make_splits, write_synthetic
 from hwr.features import frozen_features, frozen_key
+from hwr.evaluation import eval_points, temperature_scaled_nll
 from hwr.files import atomic_write
 from hwr.model import HWRNet, build_model
 
@@ -48,14 +51,7 @@ RECORD_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "epoch
 # epoch_time_s the seconds since the epoch began, elapsed_s the training seconds since the run began.
 EVAL_KEYS = ("step", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_nll_ts", "temperature",
              "epoch_time_s", "elapsed_s", "lr", "epoch_end")
-CHECKPOINT_FILE = "checkpoint.pt"
-CHECKPOINT_FORMAT = 2
 EVAL_BATCH = 256
-FP16_MAX = 65504.0
-
-
-class TrainError(ValueError):
-    """A run cannot start or resume, explained in one sentence."""
 
 
 @dataclass(frozen=True)
@@ -93,26 +89,6 @@ class RunResult:
             "device": self.device,
             "config": self.config,
         }
-
-
-@dataclass(frozen=True)
-class CheckpointPolicy:
-    """When `fit` writes its checkpoint, and whether it keeps the best weights.
-
-    A resume checkpoint follows every `every`-th epoch (0: none before the last), and only once at least
-    `seconds` have passed since the previous one (0: no limit): on a GPU, where an epoch takes a fraction
-    of a second, 60 s leaves only the final checkpoint; on a CPU, where an epoch takes minutes, it writes
-    one after each. The last epoch (or the one that diverges) always writes the final checkpoint.
-    `keep_best` keeps the best-validation weights (float16) for `hwr predict`.
-    """
-
-    every: int = 1
-    seconds: float = 60.0
-    keep_best: bool = True
-
-    def due(self, epoch: int, since_last: float) -> bool:
-        """Whether a resume checkpoint follows this (not last) epoch, `since_last` seconds after the previous."""
-        return self.every > 0 and epoch % self.every == 0 and since_last >= self.seconds
 
 
 def synthetic_root(cfg: DataConfig) -> Path:
@@ -175,7 +151,8 @@ def _autocast(device: torch.device):
 
 
 @torch.no_grad()
-def _logits(model: HWRNet, inputs: _Inputs, indices: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _logits(model: HWRNet, inputs: _Inputs, indices: np.ndarray,
+            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(float32 logits on the CPU, labels) over `indices`, in eval mode."""
     model.eval()
     idx_all = torch.from_numpy(indices).to(device)
@@ -201,55 +178,10 @@ def evaluate(model: HWRNet, inputs: _Inputs, indices: np.ndarray, device: torch.
     return _loss_acc(*_logits(model, inputs, indices, device))
 
 
-def temperature_scaled_nll(logits: torch.Tensor, y: torch.Tensor, iters: int = 50) -> tuple[float, float]:
-    """(mean NLL of softmax(logits / T), T) at the T > 0 that minimises it on these logits (Guo et al. 2017).
-
-    The NLL is convex in beta = 1/T (a log-sum-exp of lines in beta minus a line), so Newton's method on
-    beta from beta = 1 finds the minimum: f' = mean(E_p[z] - z_y), f'' = mean(Var_p[z]) >= 0. A halving
-    line search keeps beta positive and f decreasing. Non-finite logits give (nan, nan).
-    """
-    z = logits.double()
-    if len(y) == 0 or not torch.isfinite(z).all():
-        return math.nan, math.nan
-    zy = z.gather(1, y[:, None]).squeeze(1)
-
-    def nll(beta: float) -> float:
-        return (torch.logsumexp(beta * z, 1) - beta * zy).mean().item()
-
-    beta, f = 1.0, nll(1.0)
-    for _ in range(iters):
-        p = torch.softmax(beta * z, 1)
-        mean = (p * z).sum(1)
-        grad = (mean - zy).mean().item()
-        hess = ((p * z * z).sum(1) - mean**2).mean().item()
-        if hess <= 1e-12 or abs(grad) < 1e-10:
-            break
-        step = grad / hess
-        while True:
-            nb = beta - step
-            if nb > 0 and (fn := nll(nb)) <= f + 1e-15:
-                break
-            step /= 2
-            if abs(step) < 1e-12:
-                nb, fn = beta, f
-                break
-        if abs(nb - beta) < 1e-9 * max(beta, 1.0):
-            beta, f = nb, fn
-            break
-        beta, f = nb, fn
-    return f, 1.0 / beta
-
-
-def eval_points(steps_per_epoch: int, evals_per_epoch: int) -> list[int]:
-    """Steps within an epoch (1-based) after which the run is evaluated: `evals_per_epoch` evenly spaced
-    ones (fewer when the epoch has fewer steps), the last being the epoch's end."""
-    n = max(1, min(evals_per_epoch, steps_per_epoch))
-    return sorted({max(1, round(j * steps_per_epoch / n)) for j in range(1, n + 1)})
-
-
 def _chunks(model, inputs, opt, indices, cfg, epoch, device, stops: list[int]):
     """One pass over the training split. Yields (steps done this epoch, mean loss and accuracy over the
-    batches since the previous yield, diverged, how many examples those batches held) after each step in `stops` (the last one is the epoch's
+    batches since the previous yield, diverged, how many examples those batches held) after each step in
+    `stops` (the last one is the epoch's
     end), and at once when the loss is not finite. The caller may evaluate between yields (eval mode,
     no random draws): training resumes in train mode, so the run is the same with or without them."""
     model.train()
@@ -279,17 +211,6 @@ def _chunks(model, inputs, opt, indices, cfg, epoch, device, stops: list[int]):
             loss_sum, correct, seen = 0.0, 0, 0
 
 
-def _train_epoch(model, inputs, opt, indices, cfg, epoch, device) -> tuple[float, float, bool]:
-    """One whole pass over the training split with no evaluation in it: (mean loss, accuracy, diverged)."""
-    steps = math.ceil(len(indices) / cfg.train.batch_size)
-    loss_sum = correct = seen = 0.0
-    for _, loss, acc, diverged, n in _chunks(model, inputs, opt, indices, cfg, epoch, device, [steps]):
-        if diverged:
-            return loss, correct / max(seen, 1), True
-        loss_sum, correct, seen = loss_sum + loss * n, correct + acc * n, seen + n
-    return loss_sum / seen, correct / seen, False
-
-
 def _optimizer(model: HWRNet, cfg: Config) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.train.optimizer == "adam":
@@ -297,77 +218,6 @@ def _optimizer(model: HWRNet, cfg: Config) -> torch.optim.Optimizer:
     if cfg.train.optimizer == "rmsprop":  # Keras' RMSprop: rho 0.9, epsilon 1e-7, no momentum
         return torch.optim.RMSprop(params, lr=cfg.train.lr, alpha=0.9, eps=1e-7)
     return torch.optim.SGD(params, lr=cfg.train.lr, momentum=cfg.train.momentum)
-
-
-def half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """float16 copies of the weights (float32 where a value is beyond float16's range), on the CPU.
-
-    For prediction only: float16 keeps 11 significant bits (relative error <= 2^-11), finer than the
-    bfloat16 autocast (8 bits) the model already runs in on a GPU. Never for resuming, which must be exact.
-    """
-    out = {}
-    for k, v in state.items():
-        v = v.detach().cpu()
-        fits = v.is_floating_point() and v.numel() > 0 and bool(v.abs().max() <= FP16_MAX)
-        out[k] = v.half() if fits else v.clone()
-    return out
-
-
-def sha256_path(path: Path) -> Path:
-    """Where a checkpoint's sha256 is recorded: beside it, so that it travels with it (Tune copies folders)."""
-    return path.with_name(path.name + ".sha256")
-
-
-class _Sha256Writer:
-    """A file that hashes what is written through it: a checkpoint is hashed as it is saved, not read back."""
-
-    def __init__(self, f):
-        self.f, self.sha = f, hashlib.sha256()
-
-    def write(self, b) -> int:
-        self.sha.update(b)
-        return self.f.write(b)
-
-    def flush(self) -> None:
-        self.f.flush()
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write the checkpoint whole or not at all (temporary file, rename), then its sha256 beside it."""
-    writer: list[_Sha256Writer] = []
-
-    def save(f) -> None:
-        writer.append(_Sha256Writer(f))
-        torch.save(state, writer[0])
-
-    atomic_write(path, save)
-    atomic_write(sha256_path(path), lambda f: f.write(writer[0].sha.hexdigest().encode()))
-
-
-def checkpoint_problem(path: Path) -> str | None:
-    """Why the checkpoint at `path` must not be used (missing, or not the file its sha256 records), or None.
-    A checkpoint with no recorded sha256 (written by an older hwr) is left to torch's reader."""
-    if not path.exists():
-        return "does not exist"
-    try:
-        recorded = sha256_path(path).read_text().strip()
-    except FileNotFoundError:
-        return None
-    if sha256_file(path) != recorded:
-        return f"is damaged (its content does not match the sha256 in {sha256_path(path).name}: truncated or altered)"
-    return None
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    if (problem := checkpoint_problem(path)) is not None:
-        raise TrainError(f"Checkpoint {path} {problem}.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise TrainError(f"Checkpoint {path} cannot be read ({type(e).__name__}).") from None
-    if not isinstance(state, dict) or state.get("format") not in (1, CHECKPOINT_FORMAT):
-        raise TrainError(f"Checkpoint {path} is not an hwr checkpoint.")
-    return state
 
 
 def fit(
@@ -539,5 +389,6 @@ def config_of_checkpoint(state: dict[str, Any], path: Path) -> Config:
         raise TrainError(f"Checkpoint {path} holds an invalid config: {e}") from None
 
 
-__all__ = ["RECORD_KEYS", "CheckpointPolicy", "RunResult", "TrainError", "TrainingData", "evaluate", "fit", "load_data",
-           "load_checkpoint", "pick_device", "train_to_dir", "write_outputs"]
+__all__ = ["EVAL_KEYS", "RECORD_KEYS", "CheckpointPolicy", "RunResult", "TrainError", "TrainingData", "checkpoint_problem",
+           "eval_points", "evaluate", "fit", "load_checkpoint", "load_data", "pick_device", "temperature_scaled_nll",
+           "train_to_dir", "write_outputs"]

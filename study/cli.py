@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 
 from hwr import __version__
-from hwr.cli import USER_ERRORS, os_error
+from hwr.errors import UserError, os_error
 
 
 def _run(args: argparse.Namespace) -> None:
     from study.config import load_study
-    from study.run import TrialsErrored, read_lr_file, run_study
+    from study.run import read_lr_file, run_study
+    from study.state import TrialsErrored
 
     study = load_study(args.config, args.set)
     lrs = None
@@ -48,8 +49,7 @@ def analyze(path: str, out: str | None) -> Path:
     from study.analysis.params import AnalysisParams
     from study.analysis.report import write_report
     from study.experiment import load_tables, read_study_doc
-    from study.run import StudyError
-    from study.state import resumable, shown_path
+    from study.state import StudyError, resumable, shown_path
 
     if "://" not in path:
         path = str(Path(path).resolve())
@@ -129,8 +129,7 @@ RESUME_HINT = ("interrupted: run the same command again to resume (finished tria
 def main(argv: list[str] | None = None) -> int:
     from ray.exceptions import AuthenticationError
 
-    from study.run import StudyError, TrialsErrored
-    from study.state import StateError
+    from study.state import TrialsErrored
 
     args = parser().parse_args(argv)
     try:
@@ -138,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrialsErrored as e:  # not a user mistake: the study ran, and some of its trials failed
         print(f"hwr-study: error: {e}", file=sys.stderr)
         return 1
-    except (*USER_ERRORS, StudyError, StateError) as e:
+    except UserError as e:  # ConfigError, StudyError, StateError, DataError, TrainError...
         print(f"hwr-study: error: {e}", file=sys.stderr)
         return 2
     except AuthenticationError:  # RAY_ADDRESS names a cluster with token authentication (README)

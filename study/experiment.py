@@ -23,8 +23,7 @@ import yaml
 from ray.tune import ExperimentAnalysis
 
 from hwr.config import ConfigError
-from study.run import STUDY_FILE
-from study.state import fs_and_path
+from study.state import STUDY_FILE, fs_and_path
 
 CONFIG_COLUMNS = ("activation", "normalization", "lr", "seed", "trainable_from", "weights", "image_size",
                   "dropout", "batch_size", "split", "optimizer", "init")

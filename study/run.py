@@ -12,39 +12,35 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow.fs
 import ray
 import ray.tune
 import yaml
-from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+from ray.tune import Callback, CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hwr.config import NAMED_BASES, SECTIONS, ConfigError, config_from_dict, resolved
 from hwr.features import frozen_features, frozen_key, frozen_nbytes, load_cached
 from hwr.model import build_model
-from hwr.pretrain import ensure_base
-from hwr.train import CheckpointPolicy, TrainingData, load_data, pick_device
+from hwr.bases import ensure_base
+from hwr.checkpoint import CheckpointPolicy
+from hwr.train import TrainingData, load_data, pick_device
 from study import grid
 from study.config import StudyConfig
-from study.state import TUNER_PKL, StateError, finished, fs_and_path, lock, resumable, tuner_pkl_ok
+from study.state import (STUDY_FILE, TUNER_PKL, StateError, StudyError, TrialsErrored, finished, fs_and_path, lock,
+                         resumable, tuner_pkl_ok)
 from study.trainable import LAST_KEY, data_key, train_trial
 
 log = logging.getLogger("study")
-STUDY_FILE = "study.yaml"
 # Frozen activations are put in the object store up to this share of its capacity; beyond it each trial
 # computes (and disk-caches) its own.
 OBJECT_STORE_SHARE = 0.5
-
-
-class StudyError(RuntimeError):
-    """The study cannot run as configured, explained in one sentence."""
 
 
 def experiment_path(study: StudyConfig) -> str:
@@ -212,7 +208,7 @@ def trial_resources(study: StudyConfig) -> dict[str, float]:
     return {"cpu": study.resources.cpu, "gpu": study.resources.gpu}
 
 
-def run_config(study: StudyConfig) -> RunConfig:
+def run_config(study: StudyConfig, callbacks: Sequence[Callback] = ()) -> RunConfig:
     storage = study.run.storage_path
     if "://" not in storage:
         storage = str(Path(storage).resolve())
@@ -221,7 +217,7 @@ def run_config(study: StudyConfig) -> RunConfig:
         storage_path=storage,
         failure_config=FailureConfig(max_failures=study.run.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=study.run.keep_checkpoints),
-        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), TBXLoggerCallback()],
+        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), TBXLoggerCallback(), *callbacks],
     )
 
 
@@ -268,9 +264,13 @@ def init_ray() -> None:
     ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level=logging.WARNING)
 
 
-def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None = None,
-              progress: bool = True) -> str:
+def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None = None, progress: bool = True,
+              data: TrainingData | dict[str, TrainingData] | None = None, callbacks: Sequence[Callback] = ()) -> str:
     """Run (or resume) the study's grid; returns the experiment path.
+
+    `data`: the images to train on instead of loading each data section ({data_key: TrainingData}, or one
+    TrainingData for every section: a benchmark's random images); `callbacks`: Tune callbacks added to the
+    run's (a meter, a test's probe). Trials that errored end it in TrialsErrored unless run.allow_errors.
 
     One driver per experiment (`study.state.lock`); a damaged experiment is refused before Ray starts
     (`study.state.resumable`); Ctrl-C ends in KeyboardInterrupt once Tune has saved its state.
@@ -290,7 +290,10 @@ def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None
                              "with `hwr-study run --fresh`.")
 
         # The data first: a cache miss decodes with a process pool, which must not fork Ray's threaded driver.
-        data = load_study_data(study, progress=progress)
+        if data is None:
+            data = load_study_data(study, progress=progress)
+        elif isinstance(data, TrainingData):
+            data = {data_key(c.data): data for c in study.trial_configs()}
         init_ray()
         check_cluster(study)
         check_storage_shared(str(Path(path).parent) if "://" not in path else path)
@@ -301,7 +304,7 @@ def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None
         def new_tuner() -> Tuner:  # writes tuner.pkl into the experiment folder
             return Tuner(trainable, param_space=space, tune_config=TuneConfig(metric="val_acc", mode="max",
                                                                             reuse_actors=True),
-                         run_config=run_config(study))
+                         run_config=run_config(study, callbacks))
 
         if resume:
             if not tuner_pkl_ok(path):  # a driver killed while Tune wrote it (ray#58179)
@@ -318,27 +321,6 @@ def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None
     if errors and not study.run.allow_errors:
         raise TrialsErrored(path, errors)
     return path
-
-
-class TrialsErrored(RuntimeError):
-    """Trials of a study ended in an error (`run.allow_errors: true` lets a study end well all the same)."""
-
-    def __init__(self, path: str, errors: list) -> None:
-        self.path = path
-        named = "; ".join(f"{_trial_name(r)}: {_first_error_line(r.error)}" for r in errors)
-        super().__init__(f"{len(errors)} trial(s) of {path} errored ({named}); set run.allow_errors=true to "
-                         "let such a study end with exit code 0.")
-
-
-def _trial_name(result) -> str:
-    return (result.metrics or {}).get("trial_id") or "_".join(Path(result.path).name.split("_")[2:4])
-
-
-def _first_error_line(error: BaseException) -> str:
-    """The error's own line (`SomeError: message`) from a worker's traceback, else its first line."""
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    own = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception)\b.*:", ln)]
-    return (own[-1] if own else lines[0] if lines else type(error).__name__)[:300]
 
 
 def _comparable(doc: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import fnmatch
 import json
 import logging
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Iterator
@@ -34,6 +35,8 @@ from ray.tune.callback import CallbackList
 from ray.tune.execution.tune_controller import TuneController
 from ray.tune.search import BasicVariantGenerator, SearchGenerator, Searcher
 
+from hwr.errors import UserError
+
 TUNER_PKL = "tuner.pkl"
 EXPERIMENT_STATE = TuneController.CKPT_FILE_TMPL.format("*")
 # The other state files Tune restores from (search algorithm, searcher, callbacks): pickles, newest wins.
@@ -42,8 +45,36 @@ OTHER_STATE = tuple(cls.CKPT_FILE_TMPL.format("*") for cls in (BasicVariantGener
 FRESH = "start over with `hwr-study run --fresh`"
 
 
-class StateError(RuntimeError):
+STUDY_FILE = "study.yaml"  # the study's config, with every default, beside its experiment
+
+
+class StateError(UserError, RuntimeError):
     """An experiment cannot be resumed or run as it is, explained in one sentence."""
+
+
+class StudyError(UserError, RuntimeError):
+    """The study cannot run as configured, explained in one sentence."""
+
+
+class TrialsErrored(RuntimeError):
+    """Trials of a study ended in an error (`run.allow_errors: true` lets a study end well all the same)."""
+
+    def __init__(self, path: str, errors: list) -> None:
+        self.path = path
+        named = "; ".join(f"{_trial_name(r)}: {_first_error_line(r.error)}" for r in errors)
+        super().__init__(f"{len(errors)} trial(s) of {path} errored ({named}); set run.allow_errors=true to "
+                         "let such a study end with exit code 0.")
+
+
+def _trial_name(result) -> str:
+    return (result.metrics or {}).get("trial_id") or "_".join(Path(result.path).name.split("_")[2:4])
+
+
+def _first_error_line(error: BaseException) -> str:
+    """The error's own line (`SomeError: message`) from a worker's traceback, else its first line."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    own = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception)\b.*:", ln)]
+    return (own[-1] if own else lines[0] if lines else type(error).__name__)[:300]
 
 
 def fs_and_path(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:

@@ -28,7 +28,8 @@ import torch
 
 from hwr.config import DataConfig, config_from_dict
 from hwr.features import frozen_key
-from hwr.train import CHECKPOINT_FILE, CheckpointPolicy, TrainingData, checkpoint_problem, fit
+from hwr.checkpoint import CHECKPOINT_FILE, CheckpointPolicy, checkpoint_problem
+from hwr.train import TrainingData, fit
 
 # Keys of the reported metrics, in the order Tune's progress table shows the first four of them.
 REPORT_ORDER = ("epoch", "val_acc", "val_loss", "train_loss", "train_acc", "step", "val_nll_ts", "temperature",

@@ -22,7 +22,10 @@ import numpy as np
 import pytest
 import torch
 
-from hwr import pretrain as pt
+from hwr import bases as pt
+from hwr import vgg
+from hwr.recipe import load_recipe
+from hwr.data.chars74k import sha256_file
 from hwr.cli import main as hwr_main
 from hwr.data import load_dataset, write_synthetic
 from hwr.data.arrays import cache_file
@@ -168,12 +171,12 @@ TINY_RECIPE = ["glyphs.sources=[hershey]", "glyphs.scripts=[greek]", "train.shal
 
 def test_a_damaged_cached_base_is_pretrained_again(tmp_path, monkeypatch, record_property):
     monkeypatch.setenv("HWR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setitem(pt.RECIPES, "glyphs-small", pt.load_recipe(None, TINY_RECIPE))
+    monkeypatch.setitem(pt.RECIPES, "glyphs-small", load_recipe(None, TINY_RECIPE))
     path = pt.ensure_base("glyphs-small", progress=False)
     good = path.read_bytes()
-    assert json.loads(pt.sidecar_path(path).read_text())["sha256"] == pt.sha256_file(path)
+    assert json.loads(pt.sidecar_path(path).read_text())["sha256"] == sha256_file(path)
     damage(path, "truncated")
-    with pytest.warns(UserWarning, match=f"base {path} does not match the sha256"):
+    with pytest.warns(UserWarning, match=f"base {path} is damaged \\(its content does not match the sha256 in its sidecar"):
         assert pt.ensure_base("glyphs-small", progress=False) == path
     assert path.read_bytes() == good  # pretraining is deterministic: the same base again
     record(record_property, "cached pretrained base (`model.weights: glyphs-small`) truncated",
@@ -183,7 +186,7 @@ def test_a_damaged_cached_base_is_pretrained_again(tmp_path, monkeypatch, record
 
 def test_a_damaged_base_given_by_path_is_refused(tmp_path, capsys, record_property):
     base = tmp_path / "base.pt"
-    pt.pretrain(pt.load_recipe(None, TINY_RECIPE), base, progress=False)
+    pt.pretrain(load_recipe(None, TINY_RECIPE), base, progress=False)
     damage(base, "truncated")
     sets = [a for s in [*TINY, "train.epochs=1", f"model.weights={base}"] for a in ("--set", s)]
     assert hwr_main(["train", *sets, "--out", str(tmp_path / "run")]) == 2

@@ -154,3 +154,26 @@ def test_bad_state_dict_paths(tmp_path):
     junk.write_bytes(b"not a torch file")
     with pytest.raises(ModelError, match="junk.pth"):
         build_model(load_config(overrides=[f"model.weights={junk}"]).model, 32)
+
+
+def test_the_vgg16_table_builds_torchvisions_vgg16_features():
+    """hwr.vgg's one layout table gives torchvision's vgg16().features, module for module and value for value."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    from hwr.vgg import BLOCK_START, FROZEN_OUT, conv_base
+
+    ours = vgg16_conv_base(3)
+    theirs = make_layers(cfgs["D"], batch_norm=False)
+    generator = torch.Generator().manual_seed(3)
+    for m in theirs:
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+            torch.nn.init.zeros_(m.bias)
+    assert str(ours) == str(theirs)
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert str(conv_base(batch_norm=True)) == str(make_layers(cfgs["D"], batch_norm=True))
+    pools = [i for i, m in enumerate(theirs) if isinstance(m, torch.nn.MaxPool2d)]
+    assert [BLOCK_START[f"block{i}"] for i in range(2, 6)] + [BLOCK_START["none"]] == [p + 1 for p in pools]
+    x = ours.eval()(torch.zeros(1, 3, 64, 64))
+    assert FROZEN_OUT["none"] == (x.shape[1], 64 // x.shape[-1])

@@ -16,7 +16,9 @@ from hwr.config import NAMED_BASES, ConfigError, load_config
 from hwr.data import CLASSES
 from hwr.glyphs import Augment, GlyphError, augment, find_fonts, label_set, lookalikes, render_bank
 from hwr.model import build_model
-from hwr import pretrain as pt
+from hwr import bases as pt
+from hwr import vgg
+from hwr.recipe import load_recipe
 
 # A recipe that trains in a few seconds: Hershey Greek only, two skeleton steps, then one VGG16 step.
 TINY = ["glyphs.sources=[hershey]", "glyphs.scripts=[greek]", "train.shallow_samples=64", "train.samples=32",
@@ -67,7 +69,7 @@ def test_lookalikes_flags_greek_alpha_but_not_zhe():
 
 def test_fold_batchnorm_gives_the_trained_activations():
     torch.manual_seed(0)
-    features = pt.vgg16_bn_features()
+    features = vgg.conv_base(batch_norm=True)
     for m in features:  # non-trivial statistics and affine parameters
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-1, 1)
@@ -75,7 +77,7 @@ def test_fold_batchnorm_gives_the_trained_activations():
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.5, 0.5)
     features.eval()
-    state = pt.fold_batchnorm(features)
+    state = vgg.fold_batchnorm(features)
     plain = build_model(load_config(None, ["model.weights=none", "data.image_size=32"]).model, 32).features
     plain.load_state_dict({k.removeprefix("features."): v for k, v in state.items()})
     x = torch.randn(4, 3, 32, 32)
@@ -88,7 +90,7 @@ def test_fold_batchnorm_gives_the_trained_activations():
 
 def test_deepen_grows_vgg16_that_computes_what_the_skeleton_did():
     torch.manual_seed(0)
-    skeleton = pt.vgg_bn_features((1, 1, 1, 1, 1))
+    skeleton = vgg.conv_base(batch_norm=True, depths=(1, 1, 1, 1, 1))
     skeleton.train()
     with torch.no_grad():  # non-trivial BatchNorm statistics
         for _ in range(3):
@@ -97,10 +99,10 @@ def test_deepen_grows_vgg16_that_computes_what_the_skeleton_did():
     x = torch.randn(8, 3, 32, 32)
     with torch.no_grad():
         want = skeleton(x)
-        deep = pt.deepen(skeleton, torch.randn(32, 3, 32, 32)).eval()
+        deep = vgg.deepen(skeleton, torch.randn(32, 3, 32, 32)).eval()
         got = deep(x)
     assert torch.allclose(got, want, atol=1e-5 * want.abs().max().item())
-    reference = pt.vgg_bn_features()  # torchvision's VGG16-BN layout, layer for layer
+    reference = vgg.conv_base(batch_norm=True)  # torchvision's VGG16-BN layout, layer for layer
     assert [type(m) for m in deep] == [type(m) for m in reference]
     assert [p.shape for p in deep.parameters()] == [p.shape for p in reference.parameters()]
     # the grown layers are trainable from there: a training step changes the Dirac kernels
@@ -111,7 +113,7 @@ def test_deepen_grows_vgg16_that_computes_what_the_skeleton_did():
 
 
 def test_pretrain_is_deterministic_and_its_base_loads(tmp_path):
-    recipe = pt.load_recipe(None, TINY)
+    recipe = load_recipe(None, TINY)
     a = pt.pretrain(recipe, tmp_path / "a.pt", progress=False)
     b = pt.pretrain(recipe, tmp_path / "b.pt", progress=False)
     sa, sb = torch.load(tmp_path / "a.pt"), torch.load(tmp_path / "b.pt")
@@ -125,7 +127,7 @@ def test_pretrain_is_deterministic_and_its_base_loads(tmp_path):
     assert all(f["kind"] == "hershey" and len(f["sha256"]) == 64 for f in sidecar["fonts"])
     assert sidecar["classes"][:3] == ["Α", "Β", "Γ"] and "torch" in sidecar["versions"]
     # Another seed gives another base.
-    pt.pretrain(pt.load_recipe(None, [*TINY, "train.seed=1"]), tmp_path / "c.pt", progress=False)
+    pt.pretrain(load_recipe(None, [*TINY, "train.seed=1"]), tmp_path / "c.pt", progress=False)
     sc = torch.load(tmp_path / "c.pt")
     assert not torch.equal(sa["features.0.weight"], sc["features.0.weight"])
 
@@ -150,9 +152,9 @@ def test_cli_pretrain_caches_by_recipe(tmp_path, capsys, monkeypatch):
     (["--set", "glyphs.colour=red"], "Unknown key glyphs.colour"),
     (["--set", "train.conventions=[sepia]"], "train.conventions in recipe must list"),
     (["--set", "augment.height=[0.9, 0.5]"], "augment.height in recipe must be [low, high]"),
-    (["--set", "train.samples=many"], "train.samples must be an integer"),
+    (["--set", "train.samples=many"], "train.samples in recipe must be an integer"),
     (["--set", "train.samples=0", "--set", "train.shallow_samples=0"], "not both 0"),
-    (["--set", "train.zero_mean_stem=maybe"], "train.zero_mean_stem must be true or false"),
+    (["--set", "train.zero_mean_stem=maybe"], "train.zero_mean_stem in recipe must be true or false"),
 ])
 def test_bad_recipes_get_one_sentence_and_exit_2(args, message, capsys, tmp_path):
     assert cli.main(["pretrain", *args, "--out", str(tmp_path / "x.pt")]) == 2
@@ -169,7 +171,7 @@ def test_a_font_file_that_is_not_a_font(tmp_path, capsys):
 
 
 def test_named_base_is_built_once_and_feeds_hwr_train(tmp_path, monkeypatch):
-    monkeypatch.setitem(pt.RECIPES, "glyphs-small", pt.load_recipe(None, TINY))
+    monkeypatch.setitem(pt.RECIPES, "glyphs-small", load_recipe(None, TINY))
     assert set(pt.RECIPES) == set(NAMED_BASES)
     calls = []
     real = pt.pretrain

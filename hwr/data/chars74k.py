@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import importlib.resources
 import os
 import re
@@ -16,6 +15,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from hwr.data.parallel import map_chunks
+from hwr.errors import UserError
+from hwr.files import sha256_file
 
 CLASSES: tuple[str, ...] = tuple("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 NUM_CLASSES = len(CLASSES)
@@ -27,7 +28,7 @@ _SAMPLE_DIR = re.compile(r"Sample(\d{3})")
 _IMAGE_NAME = re.compile(r"img(\d{3})-(\d{3})\.png")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The data on disk (or a value describing it) is not what it should be; the message says which."""
 
 
@@ -194,12 +195,6 @@ def load_manifest() -> dict[str, str]:
             digest, rel = line.split(maxsplit=1)
             manifest[Path(rel.lstrip("*")).name] = digest.lower()
     return manifest
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _check_manifest(root: Path, layout: str, samples: list[Sample], progress: bool = False) -> None:
