@@ -61,14 +61,17 @@ class SeedCycle(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self.searcher.on_trial_complete(trial_id, result=result, error=error)
 
+    def get_state(self) -> dict:  # Tune saves a wrapper's state beside the inner searcher's (as ConcurrencyLimiter)
+        return {"key": self.key, "seeds": self.seeds, "count": self.count}
+
+    def set_state(self, state: dict) -> None:
+        self.key, self.seeds, self.count = state["key"], tuple(state["seeds"]), int(state["count"])
+
     def save(self, checkpoint_path: str) -> None:
         self.searcher.save(checkpoint_path)
-        Path(f"{checkpoint_path}.seedcycle").write_text(str(self.count))
 
     def restore(self, checkpoint_path: str) -> None:
         self.searcher.restore(checkpoint_path)
-        marker = Path(f"{checkpoint_path}.seedcycle")
-        self.count = int(marker.read_text()) if marker.exists() else 0
 
 
 def group_label(group: tuple[Any, ...]) -> str:
