@@ -224,3 +224,34 @@ def test_a_small_specification_study_runs_end_to_end_and_its_trials_carry_their_
     stored = yaml.safe_load((tmp_path / "ray" / "specs-e2e" / "study.yaml").read_text())
     assert [s["name"] for s in stored["specifications"]["list"]] == ["adam", "sgd"]
     assert isinstance(trials, pd.DataFrame)
+
+
+def test_lr_search_per_specification_runs_on_search_seeds_and_records_every_trial(tmp_path):
+    doc = {**BASE, "name": "specs-lrs",
+           "specifications": {"reference": "adam", "list": [{"name": "sgd", "set": {"train.optimizer": "sgd"}}]},
+           "search": {"model.activation": ["selu"], "train.seed": [0]},
+           "train": {**BASE["train"], "epochs": 3, "evals_per_epoch": 1},
+           "run": {"storage_path": str(tmp_path / "ray"), "max_failures": 0,
+                   "results_dir": str(tmp_path / "results")},
+           "optuna": {"range": {"sgd": [1e-3, 1e-1], "adam": [1e-4, 1e-2]}, "trials_per_arm": 4, "seeds": [100, 101],
+                      "metric": "best_val_acc", "mode": "max", "grace_epochs": 1, "reduction_factor": 2}}
+    config = tmp_path / "lrs.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    proc = subprocess.run([sys.executable, "-m", "study", "lr-search", str(config)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = yaml.safe_load((tmp_path / "results" / "specs-lrs" / "best_lr.yaml").read_text())
+    assert best["keys"] == ["specification", "activation", "normalization"]
+    rows = {r["specification"]: r for r in best["arms"]}
+    assert set(rows) == {"adam", "sgd"}
+    for spec, (low, high) in (("adam", (1e-4, 1e-2)), ("sgd", (1e-3, 1e-1))):
+        trials = rows[spec]["trials"]
+        assert len(trials) == 4 and all(low <= t["lr"] <= high for t in trials)
+        assert sorted(t["seed"] for t in trials) == [100, 100, 101, 101]  # never the evaluated seed 0
+        assert rows[spec]["lr"] in [t["lr"] for t in trials]
+        assert all(t["stopped_early"] == (t["epochs_run"] < 3) for t in trials)
+    assert {t["lr"] for t in rows["adam"]["trials"]} != {t["lr"] for t in rows["sgd"]["trials"]}
+    from study.lr_file import read_lr_file
+
+    lrs = read_lr_file(tmp_path / "results" / "specs-lrs" / "best_lr.yaml", load_study(config))
+    assert lrs[("sgd", "selu", "per_image")] == rows["sgd"]["lr"]
