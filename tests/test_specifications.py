@@ -113,15 +113,15 @@ def test_plan_prints_the_study_without_ray_or_torch():
 
 def test_the_cost_model_grows_with_size_depth_and_epochs():
     from hwr.config import config_from_dict
-    from study.plan import asha_share, trial_seconds
+    from study.plan import RAY_STUDY_FACTOR, asha_share, trial_seconds
 
     def cost(**kw):
         d = {"data": {"image_size": kw.get("size", 32)}, "model": {"trainable_from": kw.get("depth", "none")},
              "train": {"epochs": kw.get("epochs", 10)}}
         return trial_seconds(config_from_dict(d))
 
-    assert cost() == pytest.approx(10 * 0.6 + 1.0)  # the measured frozen 32 px head
-    assert cost(size=64) == pytest.approx(10 * 0.87 + 1.0)
+    assert cost() == pytest.approx(RAY_STUDY_FACTOR * 10 * 0.6 + 1.0)  # the measured frozen 32 px head
+    assert cost(size=64) == pytest.approx(RAY_STUDY_FACTOR * 10 * 0.87 + 1.0)
     assert cost(epochs=20) > cost() and cost(depth="block5") > 5 * cost()
     assert cost(depth="block4") > cost(depth="block5")
 
