@@ -42,6 +42,14 @@ def _lr_search(args: argparse.Namespace) -> None:
     lr_search(load_study(args.config, args.set), fresh=args.fresh)
 
 
+def _plan(args: argparse.Namespace) -> None:
+    from study.config import load_study
+    from study.plan import make_plan, render
+
+    study = load_study(args.config, args.set)
+    print(render(study, make_plan(study, args.cores)))
+
+
 def analyze(path: str, out: str | None) -> Path:
     """Tables, statistics, figures and report of the experiment at `path` (from its storage alone)."""
     from hwr.config import ConfigError
@@ -109,6 +117,13 @@ def parser() -> argparse.ArgumentParser:
                    help="delete the existing per-arm searches and start over (default: resume them)")
     s.set_defaults(func=_lr_search)
 
+    p = sub.add_parser("plan", help="the specifications, arms, seeds, trial count and estimated CPU time of a study, "
+                                    "without running anything")
+    p.add_argument("config", help="study YAML, e.g. configs/multiverse.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, as for `run`")
+    p.add_argument("--cores", type=int, help="cores to estimate for (default: this machine's)")
+    p.set_defaults(func=_plan)
+
     a = sub.add_parser("analyze", help="tables, statistics, figures and report of an experiment")
     a.add_argument("experiment", help="experiment folder (storage_path/name) or URI")
     a.add_argument("--out", help="output folder (default results/<name>)")
@@ -126,12 +141,25 @@ RESUME_HINT = ("interrupted: run the same command again to resume (finished tria
                "continue from their last checkpoint).")
 
 
+def _main_plan(args: argparse.Namespace) -> int:
+    """`plan` imports neither Ray nor torch."""
+    try:
+        args.func(args)
+    except (UserError, OSError) as e:
+        print(f"hwr-study: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "plan":
+        return _main_plan(args)
+
     from ray.exceptions import AuthenticationError
 
     from study.state import TrialsErrored
 
-    args = parser().parse_args(argv)
     try:
         args.func(args)
     except TrialsErrored as e:  # not a user mistake: the study ran, and some of its trials failed

@@ -13,6 +13,11 @@
     run: {storage_path: results/ray, max_failures: 2}   # checkpoints: see RunSettings
     analysis: {target_acc: 0.7}     # see study.analysis.params.AnalysisParams
     optuna: {...}                   # lr-search only, see OptunaConfig
+    specifications: {...}           # optional: the analysis choices, each crossed with the grid (study.specs)
+
+With `specifications:` (a `cross:` of keys, or a `list:` of named departures from a `reference:`; see
+study/specs.py) the grid is the specifications x the `search:` axes: each specification runs every arm and
+seed, each trial's Tune config carries `specification: <name>`, and lr-search tunes per (specification, arm).
 
 Every key is checked: an unknown or misspelt one is a ConfigError naming it, and each grid point is
 validated as a full hwr config before Ray starts.
@@ -28,8 +33,10 @@ from typing import Any
 from hwr.config import SECTIONS, Config, ConfigError, apply_overrides, config_from_dict, read_yaml, resolved
 from hwr.sections import as_dict, load_yaml, read_section
 from study.grid import Axis, apply_point, axes_of, grid_points
+from study.specs import SPEC_KEY, Specification, hwr_sections, parse_specifications, reference_of, spec_axis, \
+    spec_keys, spec_record
 
-TOP_KEYS = ("name", "data", "model", "train", "search", "resources", "run", "analysis", "optuna")
+TOP_KEYS = ("name", "data", "model", "train", "search", "resources", "run", "analysis", "optuna", "specifications")
 
 
 @dataclass(frozen=True)
@@ -60,16 +67,30 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class OptunaConfig:
-    """Per-arm learning-rate search: `trials_per_arm` Optuna trials over log-uniform [low, high]."""
+    """Learning-rate search per (specification, arm): `trials_per_arm` Optuna (TPE) trials over a log-uniform
+    range, `range: {optimizer: [low, high]}` for the group's optimizer, else [low, high]; trial i runs on
+    `seeds[i % len(seeds)]`, seeds the study never evaluates; the TPE sampler of each group is seeded from
+    `seed` and the group's name; with `early_stopping`, Tune's ASHAScheduler stops the worse trials at
+    epochs `grace_epochs * reduction_factor**k` (rungs), on `metric`."""
 
     param: str = "train.lr"
     low: float = 1.0e-5
     high: float = 1.0e-1
+    range: dict = field(default_factory=dict)  # optimizer -> [low, high], e.g. {sgd: [1e-5, 1e-1]}
     trials_per_arm: int = 8
     metric: str = "val_acc"
     mode: str = "max"
     seed: int = 0
+    seeds: tuple[int, ...] = (100,)
+    early_stopping: bool = True
+    grace_epochs: int = 1
+    reduction_factor: int = 3
     arm_keys: tuple[str, ...] = ("model.activation", "model.normalization")
+
+    def bounds(self, optimizer: str) -> tuple[float, float]:
+        """The log-uniform range searched for a group trained with `optimizer`."""
+        low, high = self.range.get(optimizer, (self.low, self.high))
+        return float(low), float(high)
 
 
 @dataclass(frozen=True)
@@ -82,24 +103,40 @@ class StudyConfig:
     analysis: dict[str, Any] = field(default_factory=dict)
     optuna: OptunaConfig | None = None
     source: str = "config"
+    specifications: tuple[Specification, ...] = ()
+    reference: str | None = None  # the reference specification's name (a `list:` form's `reference:`)
 
     @property
     def axes(self) -> tuple[Axis, ...]:
-        """The grid, one Axis per `search:` entry (study.grid)."""
-        return axes_of(self.search)
+        """The grid: the specifications' Axis first (when there are any), then one Axis per `search:` entry."""
+        search = axes_of(self.search)
+        if not self.specifications:
+            return search
+        return (spec_axis(self.specifications, resolved(self.base, self.source)), *search)
 
     @property
     def arm_keys(self) -> tuple[str, ...]:
         """The keys that make an arm (`optuna.arm_keys`, the default when there is no optuna section)."""
         return (self.optuna or OptunaConfig()).arm_keys
 
-    def trial_dicts(self) -> list[dict[str, dict[str, Any]]]:
-        """Every grid point as the nested config it gives (as written, before hwr's defaults)."""
+    @property
+    def lr_keys(self) -> tuple[str, ...]:
+        """What an lr is tuned per and a best-lr file is keyed by: (specification, *arm keys) with
+        specifications, else the arm keys."""
+        return (SPEC_KEY, *self.arm_keys) if self.specifications else self.arm_keys
+
+    def trial_dicts(self) -> list[dict[str, Any]]:
+        """Every grid point as the nested config it gives (as written, before hwr's defaults), with its
+        `specification` name at the top level when the study has specifications."""
         return [apply_point(self.base, point) for point in grid_points(self.axes)]
 
     def trial_configs(self) -> list[Config]:
         """Every grid point as a validated hwr Config, in grid order."""
-        return [config_from_dict(d, self.source) for d in self.trial_dicts()]
+        return [config_from_dict(hwr_sections(d), self.source) for d in self.trial_dicts()]
+
+    def trial_specifications(self) -> list[str | None]:
+        """Each grid point's specification name (None without specifications), in grid order."""
+        return [d.get(SPEC_KEY) for d in self.trial_dicts()]
 
     @property
     def num_trials(self) -> int:
@@ -114,14 +151,16 @@ class StudyConfig:
                              "analysis": AnalysisParams.from_dict(self.analysis).to_dict()}
         if self.optuna is not None:
             d["optuna"] = as_dict(self.optuna)
+        if self.specifications:
+            d["specifications"] = spec_record(self.specifications, self.reference)
         return d
 
 
-def _check_key(key: str, where: str) -> None:
+def _check_key(key: str, where: str, what: str = "search key") -> None:
     section, _, leaf = key.partition(".")
     cls = SECTIONS.get(section)
     if cls is None or leaf not in {f.name for f in fields(cls)}:
-        raise ConfigError(f"search key {key!r} in {where} is not a config key such as model.activation or train.lr.")
+        raise ConfigError(f"{what} {key!r} in {where} is not a config key such as model.activation or train.lr.")
 
 
 def study_from_dict(raw: dict[str, Any], where: str = "config") -> StudyConfig:
@@ -166,6 +205,7 @@ def study_from_dict(raw: dict[str, Any], where: str = "config") -> StudyConfig:
             raise ConfigError(f"optuna in {where} needs 0 < low < high, got {optuna.low} and {optuna.high}.")
         if optuna.mode not in ("min", "max") or optuna.trials_per_arm < 1:
             raise ConfigError(f"optuna in {where} needs mode min or max and trials_per_arm >= 1.")
+        _check_optuna(optuna, where)
     analysis = raw.get("analysis") or {}
     if not isinstance(analysis, dict):
         raise ConfigError(f"analysis in {where} must be a mapping.")
@@ -175,10 +215,41 @@ def study_from_dict(raw: dict[str, Any], where: str = "config") -> StudyConfig:
         AnalysisParams.from_dict(analysis)
     except ValueError as e:
         raise ConfigError(f"{e} (in {where})") from None
+    specs = parse_specifications(raw.get("specifications"), where)
+    for key in spec_keys(specs):
+        _check_key(key, where, "specifications key")
+        if any(key in axis.split(",") for axis in search):
+            raise ConfigError(f"specifications key {key!r} in {where} is also a search axis; the search axes "
+                              "(arms, seeds) are crossed inside each specification, so give each key to one.")
     study = StudyConfig(name=name, base=base, search=dict(search), resources=resources, run=run,
-                        analysis=analysis, optuna=optuna, source=where)
-    study.trial_configs()  # every grid point must be a valid hwr config
+                        analysis=analysis, optuna=optuna, source=where, specifications=specs,
+                        reference=reference_of(raw.get("specifications")) if specs else None)
+    configs = study.trial_configs()  # every grid point must be a valid hwr config
+    if optuna is not None:
+        evaluated = sorted({c.train.seed for c in configs} & set(optuna.seeds))
+        if evaluated:
+            raise ConfigError(f"optuna.seeds in {where} include the evaluated seed(s) "
+                              f"{', '.join(map(str, evaluated))}; the lr search must run on seeds the study does "
+                              "not evaluate (the default is 100).")
     return study
+
+
+def _check_optuna(optuna: OptunaConfig, where: str) -> None:
+    from hwr.config import OPTIMIZERS
+
+    for opt, bounds in optuna.range.items():
+        if opt not in OPTIMIZERS:
+            raise ConfigError(f"optuna.range in {where} names {opt!r}, not an optimizer ({', '.join(OPTIMIZERS)}).")
+        if (not isinstance(bounds, list) or len(bounds) != 2
+                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+                or not 0 < bounds[0] < bounds[1]):
+            raise ConfigError(f"optuna.range.{opt} in {where} must be [low, high] with 0 < low < high, "
+                              f"got {bounds!r}.")
+    if not optuna.seeds:
+        raise ConfigError(f"optuna.seeds in {where} must list at least one seed.")
+    if optuna.grace_epochs < 1 or optuna.reduction_factor < 2:
+        raise ConfigError(f"optuna in {where} needs grace_epochs >= 1 and reduction_factor >= 2, "
+                          f"got {optuna.grace_epochs} and {optuna.reduction_factor}.")
 
 
 def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:

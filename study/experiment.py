@@ -23,10 +23,12 @@ import yaml
 from ray.tune import ExperimentAnalysis
 
 from hwr.config import ConfigError
+from study.specs import DEFAULT_REFERENCE, SPEC_KEY
 from study.state import STUDY_FILE, fs_and_path
 
-CONFIG_COLUMNS = ("activation", "normalization", "lr", "seed", "trainable_from", "weights", "image_size",
-                  "dropout", "batch_size", "split", "optimizer", "init")
+# `specification`: the trial's specification (study.specs; `reference` in a study without specifications).
+CONFIG_COLUMNS = ("specification", "activation", "normalization", "lr", "seed", "trainable_from", "weights",
+                  "image_size", "dropout", "batch_size", "split", "optimizer", "init")
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s")
 # Columns of each evaluation (`train.evals_per_epoch` a epoch; hwr.train.EVAL_KEYS), where a trial has them:
 # experiments written before step resolution have one row per epoch and none of these.
@@ -44,7 +46,8 @@ def read_study_doc(path: str) -> dict[str, Any]:
 
 
 def _config_row(config: dict[str, Any]) -> dict[str, Any]:
-    flat = {**config.get("data", {}), **config.get("model", {}), **config.get("train", {})}
+    flat = {**config.get("data", {}), **config.get("model", {}), **config.get("train", {}),
+            SPEC_KEY: config.get(SPEC_KEY) or DEFAULT_REFERENCE}
     return {c: flat.get(c) for c in CONFIG_COLUMNS}
 
 
@@ -119,7 +122,7 @@ def load_tables(path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     trials = pd.DataFrame(trial_rows)
     columns = ["trial_id", *CONFIG_COLUMNS, *EPOCH_COLUMNS]
     epochs = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame(columns=columns)
-    order = ["activation", "normalization", "lr", "seed", "trial_id"]
+    order = ["specification", "activation", "normalization", "lr", "seed", "trial_id"]
     if len(trials):
         trials = trials.sort_values(order, kind="stable").reset_index(drop=True)
     if len(epochs):

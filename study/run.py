@@ -33,6 +33,9 @@ from hwr.checkpoint import CheckpointPolicy
 from hwr.train import TrainingData, load_data, pick_device
 from study import grid
 from study.config import StudyConfig
+from study.lr_file import lr_doc as _lr_doc
+from study.lr_file import read_lr_file
+from study.specs import hwr_sections
 from study.state import (STUDY_FILE, TUNER_PKL, StateError, StudyError, TrialsErrored, finished, fs_and_path, lock,
                          resumable, tuner_pkl_ok)
 from study.trainable import LAST_KEY, data_key, train_trial
@@ -55,31 +58,14 @@ def param_space(study: StudyConfig, lr_by_arm: dict[tuple, float] | None = None)
     """hwr's nested config with one `tune.grid_search` per search axis (and per-arm lrs, if given)."""
     space = grid.param_space(resolved(study.base, study.source), study.axes)  # params.json: every default
     if lr_by_arm:
-        space["train"]["lr"] = ray.tune.sample_from(functools.partial(_arm_lr, lr_by_arm, study.arm_keys))
+        space["train"]["lr"] = ray.tune.sample_from(functools.partial(_arm_lr, lr_by_arm, study.lr_keys))
     return space
 
 
 def _arm_lr(lr_by_arm: dict[tuple, float], arm_keys: tuple[str, ...], spec) -> float:
-    """The tuned lr of the trial's arm (its values of the arm keys)."""
+    """The tuned lr of the trial's arm (its values of the arm keys: study.lr_keys, the specification first
+    when the study has specifications)."""
     return lr_by_arm[grid.arm_of(spec.config, arm_keys)]
-
-
-def _leaf(key: str) -> str:
-    return key.rsplit(".", 1)[-1]
-
-
-def read_lr_file(path: str | Path, study: StudyConfig) -> dict[tuple, float]:
-    """best-lr file written by `hwr-study lr-search`: {arms: [{<arm key leaf>: value, ..., lr}, ...]}."""
-    keys = study.arm_keys
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-        lrs = {tuple(a[_leaf(k)] for k in keys): float(a["lr"]) for a in raw["arms"]}
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
-        raise ConfigError(f"--lr-from file {path} is not a best-lr file written by `hwr-study lr-search`.") from None
-    for arm in grid.arm_groups([c.to_dict() for c in study.trial_configs()], keys):
-        if arm not in lrs:
-            raise ConfigError(f"--lr-from file {path} has no lr for the arm {'+'.join(map(str, arm))}.")
-    return lrs
 
 
 def check_cluster(study: StudyConfig) -> None:
@@ -199,8 +185,16 @@ def checkpoint_policy(study: StudyConfig) -> CheckpointPolicy:
 
 
 def make_trainable(study: StudyConfig, data: dict[str, TrainingData], features: dict[str, ray.ObjectRef]):
-    trainable = ray.tune.with_parameters(train_trial, data=data, features=features, policy=checkpoint_policy(study))
+    fn = _hwr_part_to(train_trial) if study.specifications else train_trial  # a Tune config has `specification`
+    trainable = ray.tune.with_parameters(fn, data=data, features=features, policy=checkpoint_policy(study))
     return ray.tune.with_resources(trainable, trial_resources(study))
+
+
+def _hwr_part_to(trial_fn):
+    """`trial_fn` given only the hwr sections of the trial's Tune config (named as it, for the trial names)."""
+    def train_trial(config: dict[str, Any], **kwargs: Any) -> None:
+        return trial_fn(hwr_sections(config), **kwargs)
+    return train_trial
 
 
 def trial_resources(study: StudyConfig) -> dict[str, float]:
@@ -240,15 +234,9 @@ def _stored_study(path: str) -> dict[str, Any] | None:
 def _write_study(path: str, study: StudyConfig, lr_by_arm: dict | None) -> None:
     fs, p = fs_and_path(path)
     fs.create_dir(p, recursive=True)
-    doc = {**study.to_dict(), "lr_by_arm": _lr_doc(lr_by_arm, study.arm_keys)}
+    doc = {**study.to_dict(), "lr_by_arm": _lr_doc(lr_by_arm, study.lr_keys)}
     with fs.open_output_stream(f"{p}/{STUDY_FILE}") as f:
         f.write(yaml.safe_dump(doc, sort_keys=False).encode())
-
-
-def _lr_doc(lr_by_arm: dict | None, arm_keys: tuple[str, ...]) -> list | None:
-    if not lr_by_arm:
-        return None
-    return [{**{_leaf(k): v for k, v in zip(arm_keys, arm)}, "lr": lr} for arm, lr in sorted(lr_by_arm.items())]
 
 
 def delete_experiment(path: str) -> None:
@@ -280,7 +268,7 @@ def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None
         if fresh:
             delete_experiment(path)
         stored = _stored_study(path)
-        current = {**study.to_dict(), "lr_by_arm": _lr_doc(lr_by_arm, study.arm_keys)}
+        current = {**study.to_dict(), "lr_by_arm": _lr_doc(lr_by_arm, study.lr_keys)}
         if stored is not None and _comparable(stored) != _comparable(current):
             raise StudyError(
                 f"{path} holds the experiment of another config; pass --fresh to start over or choose another name.")
@@ -329,7 +317,8 @@ def _comparable(doc: dict[str, Any]) -> dict[str, Any]:
         sections = resolved(doc)
     except ConfigError:
         sections = {s: doc.get(s) for s in SECTIONS}
-    keep = {"name": doc.get("name"), **sections, **{k: doc.get(k) for k in ("search", "lr_by_arm")}}
+    keep = {"name": doc.get("name"), **sections,
+            **{k: doc.get(k) for k in ("search", "lr_by_arm", "specifications")}}
     return yaml.safe_load(yaml.safe_dump(keep))
 
 
