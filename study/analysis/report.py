@@ -62,7 +62,7 @@ def write_report(out_dir: Path, epochs: pd.DataFrame, trials: pd.DataFrame,
     out_dir.mkdir(parents=True, exist_ok=True)
     epochs = prepare_curves(epochs)
     metrics = convergence_metrics(epochs, trials, params)
-    summary = summarize(epochs, trials, params)
+    summary = summarize(epochs, trials, params, metrics=metrics)
     summary["report"] = {"name": name, "source": source}
     _remove_stale_tmp(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=out_dir))
