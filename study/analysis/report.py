@@ -35,6 +35,7 @@ from study.analysis.curves import epoch_end_rows, prepare_curves
 from study.analysis.figures import FigureSpec, make_figures
 from study.analysis.intervals import shows_effect
 from study.analysis.params import AnalysisParams, metric_label
+from study.analysis.spec_report import multiverse_context
 from study.analysis.summary import summarize
 from study.analysis.tables import ARM_FACTORS, arm_label, arm_words, sorted_epochs, sorted_trials
 from study.analysis.verdict import format_p
@@ -223,6 +224,7 @@ def report_context(summary: dict, figures: list[FigureSpec], params: AnalysisPar
         "title": f"Study report: {summary['report']['name']}",
         "source": summary["report"]["source"],
         "verdict": summary["verdict"],
+        "multiverse": multiverse_context(summary, params),
         "params": params,
         "alpha": 1 - params.confidence,
         "chance": params.chance_acc, "learned_threshold": params.learned_threshold,
