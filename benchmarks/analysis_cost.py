@@ -96,15 +96,18 @@ def time_analysis(n_seeds: int, n_specs: int, epochs: int, evals_per_epoch: int,
     curves = prepare_curves(steps)
     convergence_metrics(curves, trials, params)
     out["measures_s"] = time.perf_counter() - t
+    print(f"  {out['n_trials']} trials: measures_s {out['measures_s']:.1f}", file=sys.stderr, flush=True)
     t = time.perf_counter()
     summary = summarize(steps, trials, params)
     out["summary_s"] = time.perf_counter() - t
+    print(f"  {out['n_trials']} trials: summary_s {out['summary_s']:.1f}", file=sys.stderr, flush=True)
     out["verdict"] = summary["verdict"]["label"]
     out["spec_verdicts"] = [s["verdict"]["label"] for s in summary.get("specifications", [])]
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         write_report(Path(tmp), steps, trials, params, name="bench", source="simulated")
     out["write_report_s"] = time.perf_counter() - t
+    print(f"  {out['n_trials']} trials: write_report_s {out['write_report_s']:.1f}", file=sys.stderr, flush=True)
     return out
 
 

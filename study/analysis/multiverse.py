@@ -73,7 +73,7 @@ def _statistics(sums: np.ndarray, ss: np.ndarray, n: np.ndarray, crit: np.ndarra
     with np.errstate(invalid="ignore", divide="ignore"):
         var = np.maximum(ss - n * mean ** 2, 0.0) / (n - 1)
         t = mean / np.sqrt(var / n)
-    t = np.where(var > 0, t, np.where(mean == 0, 0.0, np.sign(mean) * np.inf))
+        t = np.where(var > 0, t, np.where(mean == 0, 0.0, np.sign(mean) * np.inf))
     sig = np.abs(t) > crit
     side = np.sign(mean) == claimed
     return {"n_claimed": (sig & side).sum(axis=1), "n_against": (sig & ~side & (mean != 0)).sum(axis=1),
