@@ -1,9 +1,11 @@
 """The analysis across specifications, on hand-made tables with a known answer (no Ray)."""
 from __future__ import annotations
 
+import html
 import itertools
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -196,7 +198,13 @@ def test_report_leads_with_the_robust_answer_and_the_curve(tmp_path):
                             "contradicted in 1 of 2, supported in 1, inconclusive in the rest (none); it depends on "
                             "optimizer (optimizer adam: supported 1; optimizer sgd: contradicted 1).")
     assert "## Specifications" in md and "(figures/specification_curve.png)" in md
-    assert 'class="verdict depends-on-the-specification"' in files["report.html"].read_text()
+    page = files["report.html"].read_text()
+    assert 'class="verdict depends-on-the-specification"' in page
+    md_lines = md.splitlines()
+    for text in [html.unescape(t) for t in re.findall(r"<(?:p|li)>(.*?)</(?:p|li)>", page)]:
+        assert text in md_lines or f"- {text}" in md_lines or any(
+            line.startswith("**Verdict") and line.endswith(text) for line in md_lines), text
+    assert len(re.findall(r"<table>", page)) == sum(1 for line in md_lines if line.startswith("|---"))
     summary = json.loads(files["summary.json"].read_text())
     assert [(s["name"], s["verdict"]["label"]) for s in summary["specifications"]] == [
         ("reference", "supported"), ("optimizer=sgd", "contradicted")]
