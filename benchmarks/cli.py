@@ -22,6 +22,7 @@ BENCHMARKS = {  # name -> (module, what it measures)
     "gpu-check": ("benchmarks.gpu_check", "paper scale on one GPU (benchmarks/gpu_check.sh; --dry-run on a CPU)"),
     "pretrain": ("benchmarks.pretrain", "how well a glyph-pretrained base transfers to the real set (docs/pretraining.md)"),
     "serve": ("benchmarks.serve", "hwr serve's latency per prediction (drawing and upload)"),
+    "analysis": ("benchmarks.analysis_cost", "the analysis's cost on a simulated experiment of N trials / specifications"),
     "faults": ("benchmarks.faults", "the fault suite in one run: its table into docs/reliability.md"),
 }
 

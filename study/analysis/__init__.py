@@ -22,7 +22,10 @@ The paper's claim is that ``params.faster_arm`` (SELU, no input normalization) c
     factorial    the 2x2 split into activation, normalization and interaction
     describe     design, test accuracy per arm, mean curves per epoch
     verdict      the verdict rule and its paragraph
+    specifications  what a specification is (the choices besides arm and seed), one analysis each
+    multiverse   across specifications: the joint sign-flip permutation, what the verdicts depend on
     summary      all of it as one JSON-ready dict (summary.json)
+    spec_curve   the specification-curve figure; spec_report what the report shows of the specifications
     figures      matplotlib figures
     report       trials.csv, epochs.csv, summary.json, figures and the Jinja2-rendered report.md/html
 """

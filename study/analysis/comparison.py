@@ -85,6 +85,9 @@ def pair_arms(metrics: pd.DataFrame, params: AnalysisParams,
 
 
 def _arm_means(df: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
+    if not df.duplicated(keys).any():       # one trial per key: no averaging (and no per-group join) needed
+        out = df[keys].assign(value=analysis_values(df, metric).to_numpy(), trial_ids=df["trial_id"].astype(str).to_numpy())
+        return out.sort_values(keys, kind="mergesort").reset_index(drop=True)
     g = df.assign(_v=analysis_values(df, metric)).groupby(keys, dropna=False, sort=True)
     return g.agg(value=("_v", "mean"), trial_ids=("trial_id", lambda s: ";".join(sorted(map(str, s))))).reset_index()
 

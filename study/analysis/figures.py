@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from study.analysis.describe import epoch_curves
 from study.analysis.intervals import bootstrap_mean_ci, kaplan_meier
 from study.analysis.params import AnalysisParams, metric_direction
+from study.analysis.spec_curve import FILENAME as SPEC_CURVE, specification_curve
 from study.analysis.tables import ARM_FACTORS, arm_label, arm_mask, arms_present, seed_means
 
 FIGURE_DPI = 110
@@ -184,6 +185,18 @@ def make_figures(fig_dir: Path, epochs, metrics, summary, params) -> list[Figure
     arms = arms_present(metrics, params)
     styles = _styles(arms)
     out: list[FigureSpec] = []
+    multiverse = summary.get("multiverse")
+    if multiverse:
+        order = specification_curve(fig_dir / SPEC_CURVE, summary["specifications"], multiverse["axes"],
+                                    metric=params.primary_metric, direction=metric_direction(params.primary_metric),
+                                    faster=arm_label(params.faster_arm), slower=arm_label(params.slower_arm),
+                                    dpi=FIGURE_DPI)
+        out.append(FigureSpec(SPEC_CURVE, f"Specification curve: the primary measure's difference "
+                                          f"({params.primary_metric}, {arm_label(params.faster_arm)} minus "
+                                          f"{arm_label(params.slower_arm)}) with its {params.confidence:.0%} interval in "
+                                          f"each of the {len(order)} specifications, sorted by the estimate and "
+                                          f"coloured by the verdict; below, a dark dot marks each choice the "
+                                          f"specification made."))
     if not arms:
         return out
     ci = f"{params.confidence:.0%}"

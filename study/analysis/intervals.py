@@ -105,12 +105,28 @@ def wilcoxon_test(diffs: Sequence[float]) -> dict:
         method, how = "approx", "normal approximation" + (" (tied differences)" if ties else "")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        p = float(stats.wilcoxon(nz, zero_method="wilcox", alternative="two-sided", method=method).pvalue)
+        if isinstance(method, stats.PermutationMethod):
+            p = _signflip_wilcoxon_p(nz)
+        else:
+            p = float(stats.wilcoxon(nz, zero_method="wilcox", alternative="two-sided", method=method).pvalue)
     note = "; ".join(x for x in ("zero differences dropped" if nonzero < len(d) else "", how) if x)
     floor = min_wilcoxon_p(nonzero)
     if floor >= 0.01:
         note = (note + "; " if note else "") + f"with {nonzero} non-zero differences p cannot go below {floor:.3g}"
     return {"p_value": p if math.isfinite(p) else None, "note": note}
+
+
+def _signflip_wilcoxon_p(nz: np.ndarray) -> float:
+    """Two-sided p of the signed-rank sum over every sign flip of the (tied, mid-)ranks: what
+    ``stats.wilcoxon(..., method=PermutationMethod(n_resamples=2 ** n))`` computes, with the statistic
+    vectorised over the flips (SciPy calls its own once per flip)."""
+    ranks = stats.rankdata(np.abs(nz))
+
+    def r_plus(x: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.sum((np.moveaxis(x, axis, -1) > 0) * ranks, axis=-1)
+
+    return float(stats.permutation_test((nz,), r_plus, permutation_type="samples", vectorized=True,
+                                        n_resamples=2 ** len(nz), alternative="two-sided").pvalue)
 
 
 def difference_stats(diffs: Sequence[float], params: AnalysisParams) -> dict:
@@ -203,12 +219,38 @@ def rmst(times: Sequence[float], reached: Sequence[bool], budget: float) -> floa
     return float(rmst_batch(np.asarray(times, float)[None], np.asarray(reached, bool)[None], budget)[0])
 
 
+CHUNK_CELLS = 2_000_000    # resamples x observations per block of the RMST bootstrap / permutation
+
+
+def _sorted_order(t: np.ndarray, e: np.ndarray) -> np.ndarray:
+    return np.lexsort((~e, t))                      # at equal times events come before censorings
+
+
+def weighted_rmst(t_sorted: np.ndarray, e_sorted: np.ndarray, w: np.ndarray, budget: float) -> np.ndarray:
+    """``rmst`` of each row of observation weights ``w`` (rows x m) over one sample sorted by ``_sorted_order``:
+    a weight is how often an observation is in that row's sample (a bootstrap count, or 0/1 for which arm
+    it belongs to), so the data are sorted once, not once a row.  An event of weight c with R at risk
+    multiplies the survival by 1 - c/R, the product of c unit events' factors."""
+    at_risk = np.cumsum(w[:, ::-1], axis=1)[:, ::-1]
+    factor = np.where(e_sorted & (w > 0), 1 - w / np.maximum(at_risk, 1e-300), 1.0)
+    surv = np.cumprod(factor, axis=1)
+    knots = np.concatenate([[0.0], np.minimum(t_sorted, budget), [budget]])
+    widths = np.diff(knots)
+    return widths[0] + surv @ widths[1:]
+
+
+def _chunks(rows: int, cols: int):
+    step = max(1, CHUNK_CELLS // max(cols, 1))
+    return [(i, min(rows, i + step)) for i in range(0, rows, step)]
+
+
 def rmst_difference(faster: tuple[np.ndarray, np.ndarray], slower: tuple[np.ndarray, np.ndarray], budget: float,
                     params: AnalysisParams) -> dict:
     """RMST of the faster arm minus that of the slower, trials paired by position (one per seed): a
     percentile interval from ``n_resamples`` bootstrap draws of the pairs, and a two-sided p from
     swapping the arms within pairs at random (a sign-flip permutation test; exact enumeration up to 12
-    pairs)."""
+    pairs).  Both run in blocks of ``CHUNK_CELLS`` over weights of the once-sorted data
+    (``weighted_rmst``), so memory and time grow linearly with the pairs."""
     (tf, ef), (ts, es) = faster, slower
     tf, ts = np.asarray(tf, float), np.asarray(ts, float)
     ef, es = np.asarray(ef, bool), np.asarray(es, bool)
@@ -222,14 +264,25 @@ def rmst_difference(faster: tuple[np.ndarray, np.ndarray], slower: tuple[np.ndar
     if n < 2:
         return {**out, "ci_method": "none (fewer than two pairs)", "p_note": "fewer than two pairs"}
     rng = np.random.default_rng(params.random_state)
-    idx = rng.integers(0, n, size=(params.n_resamples, n))
-    boot = rmst_batch(tf[idx], ef[idx], budget) - rmst_batch(ts[idx], es[idx], budget)
+    of, os_ = _sorted_order(tf, ef), _sorted_order(ts, es)
+    boot = np.empty(params.n_resamples)
+    for a, b in _chunks(params.n_resamples, n):
+        idx = rng.integers(0, n, size=(b - a, n))
+        w = np.bincount((idx + n * np.arange(b - a)[:, None]).ravel(), minlength=(b - a) * n)
+        w = w.reshape(b - a, n).astype(float)
+        boot[a:b] = (weighted_rmst(tf[of], ef[of], w[:, of], budget)
+                     - weighted_rmst(ts[os_], es[os_], w[:, os_], budget))
     lo, hi = np.quantile(boot, [(1 - params.confidence) / 2, (1 + params.confidence) / 2])
     exact = n <= 12
-    flips = (((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1) if exact
-             else rng.integers(0, 2, size=(params.n_resamples, n))).astype(bool)
-    null = (rmst_batch(np.where(flips, ts, tf), np.where(flips, es, ef), budget)
-            - rmst_batch(np.where(flips, tf, ts), np.where(flips, ef, es), budget))
+    rows = 2 ** n if exact else params.n_resamples
+    tp, ep = np.concatenate([tf, ts]), np.concatenate([ef, es])
+    op = _sorted_order(tp, ep)
+    null = np.empty(rows)
+    for a, b in _chunks(rows, 2 * n):
+        flips = (((np.arange(a, b)[:, None] >> np.arange(n)) & 1) if exact
+                 else rng.integers(0, 2, size=(b - a, n))).astype(bool)
+        in_f = np.concatenate([~flips, flips], axis=1).astype(float)[:, op]   # which pooled trials are "faster"
+        null[a:b] = weighted_rmst(tp[op], ep[op], in_f, budget) - weighted_rmst(tp[op], ep[op], 1 - in_f, budget)
     p = float(np.mean(np.abs(null) >= abs(est) - 1e-12))
     return {**out, "ci_low": float(lo), "ci_high": float(hi),
             "ci_method": f"bootstrap percentile over pairs ({params.n_resamples} resamples)",

@@ -35,6 +35,7 @@ from study.analysis.curves import epoch_end_rows, prepare_curves
 from study.analysis.figures import FigureSpec, make_figures
 from study.analysis.intervals import shows_effect
 from study.analysis.params import AnalysisParams, metric_label
+from study.analysis.spec_report import multiverse_context
 from study.analysis.summary import summarize
 from study.analysis.tables import ARM_FACTORS, arm_label, arm_words, sorted_epochs, sorted_trials
 from study.analysis.verdict import format_p
@@ -62,7 +63,7 @@ def write_report(out_dir: Path, epochs: pd.DataFrame, trials: pd.DataFrame,
     out_dir.mkdir(parents=True, exist_ok=True)
     epochs = prepare_curves(epochs)
     metrics = convergence_metrics(epochs, trials, params)
-    summary = summarize(epochs, trials, params)
+    summary = summarize(epochs, trials, params, metrics=metrics)
     summary["report"] = {"name": name, "source": source}
     _remove_stale_tmp(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=out_dir))
@@ -224,6 +225,7 @@ def report_context(summary: dict, figures: list[FigureSpec], params: AnalysisPar
         "source": summary["report"]["source"],
         "verdict": summary["verdict"],
         "anytime": summary.get("anytime"),
+        "multiverse": multiverse_context(summary, params),
         "params": params,
         "alpha": 1 - params.confidence,
         "chance": params.chance_acc, "learned_threshold": params.learned_threshold,

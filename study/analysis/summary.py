@@ -17,6 +17,7 @@ from study.analysis.describe import design_summary, test_accuracy_by_arm
 from study.analysis.factorial import factorial_by, factorial_effects
 from study.analysis.params import AnalysisParams, metric_direction
 from study.analysis.sequential import anytime_summary
+from study.analysis.specifications import analyse_specifications
 from study.analysis.tables import ARM_FACTORS, config_columns
 from study.analysis.verdict import verdict
 
@@ -41,7 +42,8 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
-def summarize(epochs: pd.DataFrame, trials: pd.DataFrame, params: AnalysisParams | None = None) -> dict:
+def summarize(epochs: pd.DataFrame, trials: pd.DataFrame, params: AnalysisParams | None = None, *,
+              metrics: pd.DataFrame | None = None) -> dict:
     """Everything the report needs, as plain JSON-serializable data (None for missing numbers).
 
     Deterministic: every bootstrap is seeded with ``params.random_state``.
@@ -49,15 +51,19 @@ def summarize(epochs: pd.DataFrame, trials: pd.DataFrame, params: AnalysisParams
     resolution (evaluations and steps per epoch, the common budget), factorial (per metric: primary,
     epochs_to_target, test_acc; None when the grid is not crossed),
     factorial_by (the primary metric's 2x2 split per level of each extra pair
-    axis such as weights, see ``factorial_by``), test_accuracy, verdict.
+    axis such as weights, see ``factorial_by``), test_accuracy, verdict (of the pooled comparison: every
+    trial, pairs on seed and the shared axes), specifications (one entry per specification, see
+    ``study.analysis.specifications``) and multiverse (the analysis across them; None with one).
+    ``metrics``: the trials' measures when already computed (``convergence_metrics`` of the same tables).
     """
     params = params or AnalysisParams()
     curves = prepare_curves(epochs)
-    metrics = convergence_metrics(curves, trials, params)
+    metrics = convergence_metrics(curves, trials, params) if metrics is None else metrics
     if metrics.empty or "in_analysis" not in metrics:
         comparison = {"status": "missing_arm", "message": "there are no trials to analyse.", "metrics": {},
                       "survival": {}, "factorial": None, "unpaired": [], "n_pairs": 0}
         design, test_acc, factorial, factorial_by_axis = {"n_trials": 0}, [], {}, {}
+        specifications, multiverse = [], None
     else:
         comparison = compare_arms(metrics, params)
         design = design_summary(metrics, params)
@@ -66,6 +72,7 @@ def summarize(epochs: pd.DataFrame, trials: pd.DataFrame, params: AnalysisParams
                      for m in dict.fromkeys([params.primary_metric, "val_loss_auc", "epochs_to_target", "test_acc"])}
         factorial_by_axis = {axis: factorial_by(metrics, params, params.primary_metric, axis)
                              for axis in comparison["pair_on"] if axis != "seed"}
+        specifications, multiverse = analyse_specifications(metrics, params, pooled=comparison)
     panel = comparison.get("panel") or measure_panel(comparison, params)
     resolution = {"evaluations_per_epoch": evals_per_epoch(curves), "steps_per_epoch": steps_per_epoch(curves),
                   "has_steps": has_steps(curves), "n_evaluations": int(len(curves)),
@@ -78,6 +85,7 @@ def summarize(epochs: pd.DataFrame, trials: pd.DataFrame, params: AnalysisParams
         "factorial": factorial, "factorial_by": {k: v for k, v in factorial_by_axis.items() if v},
         "test_accuracy": test_acc, "verdict": verdict(comparison, params),
         "anytime": anytime_primary(comparison, params),
+        "specifications": specifications, "multiverse": multiverse,
     })
 
 
