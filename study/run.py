@@ -44,6 +44,7 @@ log = logging.getLogger("study")
 # Frozen activations are put in the object store up to this share of its capacity; beyond it each trial
 # computes (and disk-caches) its own.
 OBJECT_STORE_SHARE = 0.5
+STATUS_EVERY_S = 300.0
 
 
 def experiment_path(study: StudyConfig) -> str:
@@ -288,6 +289,10 @@ def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None
         features = shared_features(study, data)
         trainable = make_trainable(study, data, features)
         space = param_space(study, lr_by_arm)
+        if progress:  # the driver's (or the Ray job's) log gets `hwr-study status` every 5 minutes
+            from study.status import StatusCallback
+
+            callbacks = (*callbacks, StatusCallback(path, every_s=STATUS_EVERY_S))
 
         def new_tuner() -> Tuner:  # writes tuner.pkl into the experiment folder
             return Tuner(trainable, param_space=space, tune_config=TuneConfig(metric="val_acc", mode="max",

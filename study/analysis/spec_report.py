@@ -16,7 +16,7 @@ def multiverse_context(summary: dict, params) -> dict | None:
     mv = summary.get("multiverse")
     if not mv:
         return None
-    from study.analysis.report import _ci, _metric_value, _p   # the report's number formats
+    from study.analysis.numbers import _ci, _metric_value, _p   # the report's number formats
 
     metric = params.primary_metric
     entries = sorted(summary["specifications"],
