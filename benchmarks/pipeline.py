@@ -104,7 +104,7 @@ def _study_dict(args, root: Path, storage: Path) -> dict[str, Any]:
         "model": {"weights": args.weights, "trainable_from": "none", "dropout": 0.0,
                   **({"base_seed": _base_seed(args)} if args.weights == "none" else {})},
         "train": {"optimizer": args.optimizer, "lr": args.lr, "momentum": 0.9, "batch_size": args.batch_size,
-                  "epochs": args.epochs},
+                  "epochs": args.epochs, "evals_per_epoch": 1},  # one validation an epoch, as the naive loop
         "search": {"model.activation": parse_list(args.activations),
                    "model.normalization": parse_list(args.normalizations),
                    "train.seed": parse_list(args.seeds, int)},

@@ -47,16 +47,18 @@ def work(spec: dict[str, Any]) -> dict[str, Any]:
         marks.setdefault("train", time.time())
         chunks = originals["_chunks"](*args, **kwargs)
         spent = 0.0
-        while True:
-            t0 = time.perf_counter()
-            try:
-                item = next(chunks)
-            except StopIteration:
-                break
-            finally:
-                spent += time.perf_counter() - t0
-            yield item
-        times["train"].append(spent)
+        try:  # fit stops iterating at the epoch's end: the time is recorded when the generator is closed
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    item = next(chunks)
+                except StopIteration:
+                    break
+                finally:
+                    spent += time.perf_counter() - t0
+                yield item
+        finally:
+            times["train"].append(spent)
 
     features_hit = None
     if cfg.model.trainable_from != "all":

@@ -217,5 +217,5 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """Defaults < YAML file < overrides, validated."""
     raw = read_yaml(path) if path else {}
-    where = str(path) if path else "config"
+    where = str(path) if path else ""  # --set alone: the key is the whole story
     return config_from_dict(apply_overrides(raw, list(overrides)), where)

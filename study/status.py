@@ -59,7 +59,7 @@ class TrialStatus:
     epochs_done: float
     epochs_planned: int
     seconds: float      # Tune's time_total_s at the last report
-    measure: float | None  # mean validation error over the evaluations run (done trials only)
+    measure: float | None  # validation error area per epoch of the budget (done trials only)
     config: dict = field(repr=False, default_factory=dict)
 
 
@@ -322,7 +322,7 @@ def render(st: StudyStatus) -> str:
     for (arm, spec), row in sorted(st.count("arm+spec").items()):
         lines.append(f"  {arm:<{width}}  {spec:<{spec_w}}  " + "  ".join(f"{int(row[s]):>7}" for s in STATES)
                      + f"  {row['epochs_done']:>5g}/{row['epochs_planned']:g}")
-    lines.append(f"verdict so far: mean validation error over the evaluations run, {st.faster} minus {st.slower}, "
+    lines.append(f"verdict so far: validation error area, {st.faster} minus {st.slower}, "
                  f"per seed both finished; {st.confidence:.0%} anytime-valid interval:")
     for v in st.verdicts:
         head = f"  {v.spec}: " if len(st.verdicts) > 1 or v.spec != "-" else "  "

@@ -14,7 +14,8 @@ def write_study(tmp_path: Path, name: str = "t", *, seeds=(0, 1), activations=("
         "name": name,
         "data": {"dataset": "synthetic", "image_size": 32},
         "model": {"weights": "none", "trainable_from": "none"},
-        "train": {"optimizer": "adam", "lr": 3e-3, "epochs": epochs},
+        # one evaluation an epoch: these tests count rows per epoch (step resolution: tests/test_train.py)
+        "train": {"optimizer": "adam", "lr": 3e-3, "epochs": epochs, "evals_per_epoch": 1},
         "search": {"model.activation": list(activations), "model.normalization": list(normalizations),
                    "train.seed": list(seeds)},
         "resources": {"cpu": 1, "gpu": 0},

@@ -162,7 +162,7 @@ def test_ray_job_submit_runs_the_quick_study(tmp_path, token_cluster):
     storage = tmp_path / "storage"
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
            "python", "-m", "study", "run", "configs/quick.yaml", "--set", f"run.storage_path={storage}",
-           "--set", "train.epochs=2", "--set", "search.train.seed=[0]", "--set", f"run.results_dir={tmp_path / 'res'}",
+           "--set", "train.epochs=2", "--set", "train.evals_per_epoch=1", "--set", "search.train.seed=[0]", "--set", f"run.results_dir={tmp_path / 'res'}",
            # the job server is under test, not the base: a fixed random one, nothing to pretrain
            "--set", "model.weights=none", "--set", "model.base_seed=0"]
 

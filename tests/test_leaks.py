@@ -41,11 +41,13 @@ def test_uses_a_server(server):
     assert server.getsockname()[1] > 0
 '''
 
+# A stand-in for Ray's module, as the guard sees it (sys.modules["ray"].is_initialized()): a test body that
+# "starts" it and does not stop it. The real ray.init takes a minute on a loaded 2-core machine.
 RAY = '''
-import ray
+import sys, types
 
 def test_ray_left_up():
-    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+    sys.modules["ray"] = types.SimpleNamespace(is_initialized=lambda: True)
 '''
 
 

@@ -117,7 +117,7 @@ def test_the_cost_model_grows_with_size_depth_and_epochs():
 
     def cost(**kw):
         d = {"data": {"image_size": kw.get("size", 32)}, "model": {"trainable_from": kw.get("depth", "none")},
-             "train": {"epochs": kw.get("epochs", 10)}}
+             "train": {"epochs": kw.get("epochs", 10), "evals_per_epoch": 8}}
         return trial_seconds(config_from_dict(d))
 
     assert cost() == pytest.approx(RAY_STUDY_FACTOR * 10 * 0.6 + 1.0)  # the measured frozen 32 px head

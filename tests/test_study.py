@@ -42,6 +42,7 @@ class SnapshotWarnings(logging.Handler):
 def test_quick_study_end_to_end(local_ray, tmp_path):
     """configs/quick.yaml through Tune: one trial per grid point, full histories, TensorBoard logs, report."""
     study = load_study("configs/quick.yaml", [f"run.storage_path={tmp_path / 'ray'}", "train.epochs=3",
+                                              "train.evals_per_epoch=1",
                                               "search.train.seed=[0, 1]", f"run.results_dir={tmp_path / 'res'}"])
     assert study.num_trials == 8
     warnings = SnapshotWarnings()

@@ -59,6 +59,7 @@ def smoothed(y: np.ndarray, per_epoch: float, width_epochs: float) -> np.ndarray
     w = max(3, int(round(width_epochs * per_epoch)) // 2 * 2 + 1)
     if len(y) == 0:
         return y
+    w = min(w, len(y) - (1 - len(y) % 2))  # never wider than the curve (np.convolve "same" would lengthen it)
     kernel = np.ones(w)
     num = np.convolve(np.nan_to_num(y), kernel, mode="same")
     den = np.convolve(np.isfinite(y).astype(float), kernel, mode="same")
