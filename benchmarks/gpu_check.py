@@ -172,7 +172,8 @@ def study_slice(args, weights: str, work: Path) -> dict[str, Any]:
         "data": {"dataset": args.dataset, "image_size": args.image_size,
                  **({"root": str(args.data_dir)} if args.data_dir else {})},
         "model": {"weights": weights, **({"base_seed": 0} if weights == "none" else {}), "trainable_from": "block5"},
-        "train": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "batch_size": 32, "epochs": args.epochs},
+        "train": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "batch_size": 32, "epochs": args.epochs,
+                  "evals_per_epoch": 1},  # one report an epoch: trial_stats counts reports as epochs
         "search": {"model.activation": ["relu", "selu"], "model.normalization": args.normalizations,
                    "train.seed": list(range(args.seeds))},
         "resources": {"cpu": args.cpu_per_trial, "gpu": args.gpu_per_trial},
