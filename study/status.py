@@ -272,20 +272,15 @@ def verdicts(trials: list[TrialStatus], params: AnalysisParams) -> list[Verdict]
             out.append(Verdict(spec, [], [], -BOUND, BOUND, missing))
             continue
         diffs = [fast[s] - slow[s] for s in seeds]
-        low, high = _bounds(confidence_sequence(np.asarray(diffs), BOUND, alpha))
+        low, high = _bounds(confidence_sequence(np.asarray(diffs), alpha=alpha))  # Lai's t-mixture
         out.append(Verdict(spec, seeds, diffs, low, high))
     return out
 
 
-def _bounds(result: Any) -> tuple[float, float]:
-    """(low, high) now, from a (low, high) pair or an object with low/high (or lower/upper) attributes; where
-    they are sequences over the seeds, their last values."""
-    if isinstance(result, tuple) and len(result) == 2:
-        low, high = result
-    else:
-        low = getattr(result, "low", getattr(result, "lower", None))
-        high = getattr(result, "high", getattr(result, "upper", None))
-    return float(np.atleast_1d(low)[-1]), float(np.atleast_1d(high)[-1])
+def _bounds(result: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
+    """The confidence sequence's interval now: the last of its per-seed (low, high)."""
+    low, high = result
+    return float(low[-1]), float(high[-1])
 
 
 # ----------------------------------------------------------------------------------------- showing

@@ -163,7 +163,7 @@ def test_the_verdict_pairs_seeds_within_each_specification():
     assert verdicts(only_slow, params)[0].missing == ["selu+none"]
     for spec, diffs in expected.items():
         assert got[spec].diffs == pytest.approx(diffs)
-        low, high = _bounds(confidence_sequence(np.array(diffs), 1.0, 0.05))
+        low, high = _bounds(confidence_sequence(np.array(diffs), alpha=0.05))
         assert (got[spec].low, got[spec].high) == pytest.approx((low, high))
         assert -1 <= low <= np.mean(diffs) <= high <= 1
 
@@ -172,7 +172,7 @@ def test_the_interval_narrows_with_seeds_and_excludes_a_clear_effect():
     diffs = np.random.default_rng(0).normal(-0.5, 0.3, 500)  # a clear effect, seed-to-seed noise
 
     def interval(n):
-        return _bounds(confidence_sequence(diffs[:n], 1.0, 0.05))
+        return _bounds(confidence_sequence(diffs[:n], alpha=0.05))
 
     widths = [interval(n)[1] - interval(n)[0] for n in (6, 50, 500)]
     assert widths[0] > widths[1] > widths[2] > 0
