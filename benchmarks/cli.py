@@ -23,6 +23,7 @@ BENCHMARKS = {  # name -> (module, what it measures)
     "pretrain": ("benchmarks.pretrain", "how well a glyph-pretrained base transfers to the real set (docs/pretraining.md)"),
     "serve": ("benchmarks.serve", "hwr serve's latency per prediction (drawing and upload)"),
     "analysis": ("benchmarks.analysis_cost", "the analysis's cost on a simulated experiment of N trials / specifications"),
+    "selu-sgd": ("benchmarks.selu_sgd", "why SELU heads collapse under SGD: hidden units per step and lr (docs/analysis.md)"),
     "faults": ("benchmarks.faults", "the fault suite in one run: its table into docs/reliability.md"),
 }
 
