@@ -1,6 +1,7 @@
 """A study in object storage: `run.storage_path: s3://...` on a self-hosted S3 (moto_server on 127.0.0.1).
 
-The quick synthetic study is run into a bucket with the endpoint in the URI's query string (pyarrow's form),
+On a Ray head node started with `ray start` (as users run a cluster; `hwr-study` joins it with RAY_ADDRESS),
+the quick synthetic study is run into a bucket with the endpoint in the URI's query string (pyarrow's form),
 a second driver is refused while the first holds the experiment's lease, the first driver is killed -9
 mid-study and the same command resumes it (nothing finished re-run, every trial once); `hwr-study analyze`
 and `status` read it from the bucket, a damaged state file there is refused naming it, a bad URI is one
@@ -24,11 +25,11 @@ import pyarrow.fs
 import pytest
 import yaml
 
+from ray_nodes import BIN, Node, free_port
 from study_helpers import write_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 BUCKET = "hwr"
 KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true"}
@@ -40,12 +41,6 @@ def env(**extra) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     return {**base, **KEYS, "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
@@ -153,35 +148,51 @@ def s3(tmp_path_factory):
         log.close()
 
 
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A head node of 2 CPUs; its trials wait after each epoch while `pause` exists (HWR_TEST_PAUSE_FILE).
+    The nodes get the keys but not the endpoint: trials write through the filesystem Tune ships them."""
+    tmp = tmp_path_factory.mktemp("s3-cluster")
+    pause = tmp / "pause"
+    head = Node("head", tmp, env(HWR_TEST_PAUSE_FILE=str(pause), PATH=f"{BIN}:{os.environ['PATH']}"), cpus=2,
+                head=True)
+    try:
+        wait_for(head.started, 300, "the head node", head.proc)
+        yield head.address, pause
+    finally:
+        head.stop()
+
+
 def uri(port: int, prefix: str) -> str:
     return f"s3://{BUCKET}/{prefix}?endpoint_override=127.0.0.1:{port}&scheme=http"
 
 
 @pytest.fixture(scope="module")
-def killed_driver(s3, tmp_path_factory):
+def killed_driver(s3, cluster, tmp_path_factory):
     """The quick study into the bucket (endpoint in the URI): a second driver while the first runs, the first
     killed -9 once some trials finished, then the same command again."""
     port, bucket = s3
+    address, pause = cluster
     tmp = tmp_path_factory.mktemp("s3-study")
     config = write_study(tmp, "s3q", seeds=SEEDS, epochs=EPOCHS,
                          run={"storage_path": uri(port, "exp"), "checkpoint_seconds": 0})
     experiment = f"{BUCKET}/exp/s3q"
     cmd = study_cmd("run", str(config))
-    pause = tmp / "pause"  # the trials wait after each epoch while it exists (HWR_TEST_PAUSE_FILE)
-    pause.touch()
-    out = {"tmp": tmp, "config": config, "experiment": experiment, "cmd": cmd, "uri": uri(port, "exp/s3q")}
+    pause.touch()  # the trials wait after each epoch while it exists
+    out = {"tmp": tmp, "config": config, "experiment": experiment, "cmd": cmd, "uri": uri(port, "exp/s3q"),
+           "env": env(RAY_ADDRESS=address)}
     log = open(tmp / "first.log", "w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env(HWR_TEST_PAUSE_FILE=str(pause)), start_new_session=True,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=out["env"], start_new_session=True, stdout=log,
+                            stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: any(bucket.trials(experiment).values()), 600, "the first epoch in the bucket", proc)
         t0 = time.monotonic()  # the first driver certainly runs (its trials wait): a second one now
-        out["second"] = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+        out["second"] = subprocess.run(cmd, cwd=ROOT, env=out["env"], capture_output=True, text=True, timeout=600)
         out["second_s"] = time.monotonic() - t0
         pause.unlink()
         wait_for(lambda: len(bucket.finished(experiment)) >= 2, 900, "two finished trials in the bucket", proc)
         pause.touch()  # hold the rest after their epoch in flight, so that the kill finds the study unfinished
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver (Ray then ends its job's trials)
         proc.wait()
     finally:
         if proc.poll() is None:
@@ -190,8 +201,9 @@ def killed_driver(s3, tmp_path_factory):
         log.close()
     out["finished"] = bucket.finished(experiment)
     out["reported_at_kill"] = sum(len(r) for r in bucket.trials(experiment).values())
+    pause.unlink()
     t0 = time.monotonic()
-    out["rerun"] = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=1800)
+    out["rerun"] = subprocess.run(cmd, cwd=ROOT, env=out["env"], capture_output=True, text=True, timeout=1800)
     out["rerun_s"] = time.monotonic() - t0
     return out
 
@@ -272,7 +284,7 @@ def test_a_bad_storage_uri_is_one_sentence_and_exit_2(killed_driver, s3, record_
     port, _ = s3
     bad = uri(port, "exp").replace("scheme=", "shceme=")
     proc = subprocess.run(study_cmd("run", str(killed_driver["config"]), "--set", f"run.storage_path={bad}"),
-                          cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, env=killed_driver["env"], capture_output=True, text=True, timeout=600)
     line = one_error_line(proc)
     assert "cannot be opened (Unexpected query parameter in S3 URI: 'shceme')" in line, line
     assert line.count(". ") == 0 and line.endswith(".")  # one sentence
@@ -280,14 +292,14 @@ def test_a_bad_storage_uri_is_one_sentence_and_exit_2(killed_driver, s3, record_
            "starts: " + line.replace(f"127.0.0.1:{port}", "HOST:PORT"), "nothing")
 
 
-def test_lr_search_in_s3_with_the_endpoint_in_the_aws_variables(s3, tmp_path, record_property):
+def test_lr_search_in_s3_with_the_endpoint_in_the_aws_variables(s3, cluster, tmp_path, record_property):
     port, bucket = s3
     config = write_study(tmp_path, "s3lr", seeds=(0,), epochs=2,
                          run={"storage_path": f"s3://{BUCKET}/env", "results_dir": str(tmp_path / "results")},
                          optuna={"trials_per_arm": 2, "seeds": [100], "early_stopping": False})
     t0 = time.monotonic()
     proc = subprocess.run(study_cmd("lr-search", str(config)), cwd=ROOT, capture_output=True, text=True,
-                          env=env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}"), timeout=1800)
+                          env=env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", RAY_ADDRESS=cluster[0]), timeout=1800)
     seconds = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = yaml.safe_load((tmp_path / "results" / "s3lr" / "best_lr.yaml").read_text())
