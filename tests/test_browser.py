@@ -246,9 +246,5 @@ def test_tensorboard_hparams_lists_every_trial_with_its_hyperparameters_and_metr
         page.close()
     finally:
         proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # never left running: killed, and reaped
-            proc.kill()
-            proc.wait()
+        proc.wait(timeout=30)
         log.close()
