@@ -209,3 +209,27 @@ def test_report_leads_with_the_robust_answer_and_the_curve(tmp_path):
     assert [(s["name"], s["verdict"]["label"]) for s in summary["specifications"]] == [
         ("reference", "supported"), ("optimizer=sgd", "contradicted")]
     assert summary["multiverse"]["joint"]["n_specifications"] == 2
+
+
+def test_curve_figures_draw_one_panel_per_specification_not_per_lr():
+    """Each arm's lr is tuned per specification, so a multiverse has many lrs, each in one specification:
+    the curves are faceted by specification (in the specifications' order), each panel holding every arm."""
+    from study.analysis.describe import epoch_curves
+    from study.analysis.figures import _facets
+
+    specs = [{"optimizer": "adam"}, {"optimizer": "sgd"}, {"optimizer": "rmsprop"}]
+    lrs = {("adam", FAST): 1e-3, ("adam", SLOW): 2e-3, ("sgd", FAST): 3e-2, ("sgd", SLOW): 1e-2,
+           ("rmsprop", FAST): 5e-4, ("rmsprop", SLOW): 4e-4}
+    steps, trials = curves(specs, lambda spec, s: -0.3, lr=lambda arm, spec: lrs[spec["optimizer"], arm])
+    metrics = convergence_metrics(steps, trials, P)
+    faceted, column, facets = _facets(metrics, multiverse=True)
+    names, found, _, _ = assign_specifications(metrics)
+    assert column == "specification" and facets == [s["name"] for s in found]
+    assert set(facets) == {"reference", "optimizer=sgd", "optimizer=rmsprop"}
+    curves_ = epoch_curves(steps, faceted, "val_acc", P, by=[column])
+    for name in facets:
+        panel = curves_.loc[curves_["specification"] == name]
+        assert {tuple(r) for r in panel[["activation", "normalization"]].to_numpy()} == {FAST, SLOW}
+        assert (panel["n"] == 6).all()
+    # outside a multiverse the same table is faceted by lr (six of them), as a plain lr grid is
+    assert _facets(metrics, multiverse=False)[1:] == ("lr", sorted(lrs.values()))

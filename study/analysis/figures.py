@@ -15,6 +15,7 @@ from study.analysis.describe import epoch_curves
 from study.analysis.intervals import bootstrap_mean_ci, kaplan_meier
 from study.analysis.params import AnalysisParams, metric_direction
 from study.analysis.spec_curve import FILENAME as SPEC_CURVE, specification_curve
+from study.analysis.specifications import SPEC_COLUMN, assign_specifications
 from study.analysis.tables import ARM_FACTORS, arm_label, arm_mask, arms_present, seed_means
 
 FIGURE_DPI = 110
@@ -28,12 +29,22 @@ class FigureSpec:
     caption: str
 
 
-def _facet_by(metrics: pd.DataFrame) -> list[str]:
-    """Facet per lr when some arm ran several lrs."""
+FACET_COLUMNS = 5     # panels a row in a faceted curve figure
+
+
+def _facets(metrics: pd.DataFrame, multiverse: bool) -> tuple[pd.DataFrame, str | None, list]:
+    """(metrics, the column drawn one panel per value, its values in order): the specification in a
+    multiverse (each panel's arms ran their own lrs), else lr when some arm ran several, else none."""
     used = metrics.loc[metrics["in_analysis"]]
-    if "lr" not in used or used.empty:
-        return []
-    return ["lr"] if used.groupby(list(ARM_FACTORS))["lr"].nunique().max() > 1 else []
+    if used.empty:
+        return metrics, None, [None]
+    if multiverse:
+        names, specs, _, _ = assign_specifications(metrics)
+        if len(specs) > 1:
+            return metrics.assign(specification=names), SPEC_COLUMN, [s["name"] for s in specs]
+    if "lr" in used and used.groupby(list(ARM_FACTORS))["lr"].nunique().max() > 1:
+        return metrics, "lr", sorted(used["lr"].unique())
+    return metrics, None, [None]
 
 
 def _styles(arms: list[dict]) -> list[tuple[dict, str, str]]:
@@ -46,20 +57,33 @@ def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=FIGURE_DPI, metadata={"Software": None}, bbox_inches="tight")
 
 
-def _axes(n: int, width: float = 6.0, height: float = 4.0) -> tuple[Figure, list]:
-    fig = Figure(figsize=(width * n, height))
-    axes = fig.subplots(1, n, squeeze=False)[0]
-    return fig, list(axes)
+def _axes(n: int, width: float = 6.0, height: float = 4.0, columns: int | None = None) -> tuple[Figure, list]:
+    """A figure of n panels, ``columns`` a row (all in one row by default)."""
+    cols = max(1, min(n, columns or n))
+    rows = -(-n // cols)
+    fig = Figure(figsize=(width * cols, height * rows))
+    axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
+    if rows > 1:
+        fig.subplots_adjust(hspace=0.35)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
 
 
-def _curve_figure(path: Path, epochs, metrics, column: str, ylabel: str, styles, params,
+def _facet_title(column: str | None, value) -> str:
+    if column is None:
+        return ""
+    return f"lr = {value:g}" if column == "lr" else str(value)
+
+
+def _curve_figure(path: Path, epochs, metrics, column: str, ylabel: str, styles, params, multiverse: bool = False,
                   hline: float | None = None, chance: float | None = None) -> None:
-    by = _facet_by(metrics)
+    metrics, facet_col, facets = _facets(metrics, multiverse)
+    by = [facet_col] if facet_col else []
     curves = epoch_curves(epochs, metrics, column, params, by=by)
-    facets = sorted(curves[by[0]].unique()) if by else [None]
-    fig, axes = _axes(max(1, len(facets)), width=5.5 if by else 7.0)
+    fig, axes = _axes(len(facets), width=5.5 if by else 7.0, height=4.0, columns=FACET_COLUMNS)
     for ax, facet in zip(axes, facets):
-        data = curves if facet is None else curves.loc[curves[by[0]] == facet]
+        data = curves if facet_col is None else curves.loc[curves[facet_col] == facet]
         for arm, label, color in styles:
             c = data.loc[arm_mask(data, arm)]
             if c.empty:
@@ -73,10 +97,10 @@ def _curve_figure(path: Path, epochs, metrics, column: str, ylabel: str, styles,
             ax.axhline(chance, color="grey", ls=":", lw=1)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"lr = {facet:g}" if facet is not None else "")
+        ax.set_title(_facet_title(facet_col, facet), fontsize=9)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7)
     _save(fig, path)
 
 
@@ -200,14 +224,16 @@ def make_figures(fig_dir: Path, epochs, metrics, summary, params) -> list[Figure
     if not arms:
         return out
     ci = f"{params.confidence:.0%}"
-    _curve_figure(fig_dir / "val_loss.png", epochs, metrics, "val_loss", "validation loss", styles, params)
+    panels = " One panel per specification (each arm at its own tuned lr)." if multiverse else ""
+    _curve_figure(fig_dir / "val_loss.png", epochs, metrics, "val_loss", "validation loss", styles, params,
+                  multiverse=bool(multiverse))
     out.append(FigureSpec("val_loss.png", f"Validation loss per epoch: mean over seeds with a {ci} bootstrap "
-                                          f"band, one line per arm (the paper's Fig. 2)."))
+                                          f"band, one line per arm (the paper's Fig. 2).{panels}"))
     _curve_figure(fig_dir / "val_acc.png", epochs, metrics, "val_acc", "validation accuracy", styles, params,
-                  hline=params.target_acc, chance=params.chance_acc)
+                  multiverse=bool(multiverse), hline=params.target_acc, chance=params.chance_acc)
     out.append(FigureSpec("val_acc.png", f"Validation accuracy per epoch (the paper's Fig. 3), mean over seeds with "
                                          f"a {ci} band; the dashed line is the {params.target_acc:.0%} target, the "
-                                         f"dotted one chance (1 in {params.n_classes})."))
+                                         f"dotted one chance (1 in {params.n_classes}).{panels}"))
     comparison = summary["comparison"]
     if comparison.get("status") == "ok" and comparison["metrics"][params.primary_metric]["unit_differences"]:
         _paired_figure(fig_dir / "paired_differences.png", comparison, params)
