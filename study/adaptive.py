@@ -1,7 +1,6 @@
 """Adaptive seeds: a Ray Tune Searcher that adds seed pairs to each specification until its answer is in.
 
-Proposed config form (the lead wires it into study/config.py and run_study; it replaces the `train.seed`
-grid axis):
+The config form (study/seeds.py reads it; it replaces the `train.seed` grid axis):
 
     search:
       model.activation,model.normalization: [[selu, none], [relu, per_image]]   # the arms
@@ -9,11 +8,14 @@ grid axis):
       seeds:
         adaptive: {min: 4, max: 20, margin: 0.02}   # optional: alpha 0.05, method t, bound null, ahead 2, first 0
 
-    -> AdaptiveSeedSearcher(specifications=[{...weights: glyphs}, {...weights: glyphs-small}],
+    -> study_searcher(study) = AdaptiveSeedSearcher(specifications=[{...weights: glyphs}, {...weights: glyphs-small}],
                             arms=[{"model.activation": "selu", "model.normalization": "none"}, ...],
-                            adaptive=AdaptiveSeeds.from_dict(raw["search"]["seeds"]["adaptive"]),
-                            faster=params.faster_arm, slower=params.slower_arm)
-       Tuner(trainable, param_space={}, tune_config=TuneConfig(search_alg=searcher, num_samples=-1))
+                            adaptive=study.adaptive, faster=params.faster_arm, slower=params.slower_arm)
+       Tuner(trainable, param_space=<plain values>, tune_config=TuneConfig(search_alg=searcher,
+             num_samples=study.most_trials))   # study.run.run_study does this
+
+When the study ends, `run_study` writes `decisions(searcher)` into the experiment's `adaptive.json`, which
+the report shows.
 
 What it does. A *seed pair* is every arm of one specification at one seed (the same `train.seed`, so the
 arms pair as in the fixed design). For each specification the searcher first suggests `min` seed pairs,
@@ -40,70 +42,24 @@ experiment folder). A trial restarted under a new id is recognised from the conf
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import math
 import pickle
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from ray.tune.search import Searcher
 
-from study.analysis.sequential import METHODS, sequential_decision
+from study.analysis.sequential import sequential_decision
+from study.seeds import ADAPTIVE_FILE, AdaptiveSeeds
+from study.seeds import find_arm as _find_arm
+from study.seeds import flat as _flat
 
 X_KEYS = ("step", "epoch", "training_iteration")  # the curve's time axis, first one present
-
-
-@dataclass(frozen=True)
-class AdaptiveSeeds:
-    """`search.seeds.adaptive`: stop adding seeds once the confidence sequence has the answer.
-
-    With method t the sequence is finite from 5 complete pairs on (at alpha 0.05), so the earliest
-    decision comes at 5 seeds whatever `min` is; `min` is the number of seeds started at once.
-    """
-
-    min: int = 4                 # seeds every specification runs before the sequence is looked at
-    max: int = 20                # seeds at most (then "undecided")
-    margin: float = 0.0          # equivalence margin on the measure's scale (0: never "equivalent")
-    alpha: float = 0.05          # error rate of the confidence sequence, valid at every look
-    method: str = "t"            # t (Lai's t-mixture) or betting (needs bound)
-    bound: float | None = None   # |difference| <= bound, for method betting (error area: 1)
-    ahead: int = 2               # seeds allowed to run beyond the complete ones, after min
-    first: int = 0               # seeds are first, first + 1, ...
-
-    def __post_init__(self) -> None:
-        ints = {"min": self.min, "max": self.max, "ahead": self.ahead, "first": self.first}
-        if any(isinstance(v, bool) or not isinstance(v, int) for v in ints.values()):
-            raise ValueError(f"search.seeds.adaptive: min, max, ahead and first must be integers, got {ints}")
-        if not 2 <= self.min <= self.max or self.ahead < 1 or self.first < 0:
-            raise ValueError(f"search.seeds.adaptive needs 2 <= min <= max, ahead >= 1 and first >= 0, got "
-                             f"min {self.min}, max {self.max}, ahead {self.ahead}, first {self.first}")
-        if not (isinstance(self.margin, (int, float)) and self.margin >= 0):
-            raise ValueError(f"search.seeds.adaptive.margin must be a number >= 0, got {self.margin!r}")
-        if not (isinstance(self.alpha, float) and 0 < self.alpha < 1):
-            raise ValueError(f"search.seeds.adaptive.alpha must be in (0, 1), got {self.alpha!r}")
-        if self.method not in METHODS:
-            raise ValueError(f"search.seeds.adaptive.method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.method == "betting" and not (isinstance(self.bound, (int, float)) and self.bound > 0):
-            raise ValueError("search.seeds.adaptive.bound (a number > 0 bounding |difference|) is needed with "
-                             f"method betting, got {self.bound!r}")
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> AdaptiveSeeds:
-        """From the config's mapping; an unknown key or a bad value is a ValueError naming it."""
-        raw = dict(raw or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"Unknown key search.seeds.adaptive.{unknown[0]}; known keys: {', '.join(sorted(known))}")
-        if isinstance(raw.get("alpha"), int) and not isinstance(raw.get("alpha"), bool):
-            raw["alpha"] = float(raw["alpha"])
-        return cls(**raw)
-
-    def seeds(self) -> range:
-        """The seed range: enough for `max` seeds and as many replacements of failed ones."""
-        return range(self.first, self.first + 2 * self.max)
 
 
 def mean_val_error(curve: pd.DataFrame) -> float:
@@ -139,29 +95,6 @@ def _merge(into: dict, other: dict) -> dict:
     return into
 
 
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
-    return out
-
-
-def _find_arm(arms: list[dict], want: dict | int | None, default: int, role: str) -> int:
-    if want is None:
-        return default
-    if isinstance(want, int):
-        return want
-
-    def has(arm: dict, key: str, value: Any) -> bool:
-        return any((k == key or k.endswith("." + key)) and v == value for k, v in _flat(arm).items())
-
-    hits = [i for i, arm in enumerate(arms) if all(has(arm, k, v) for k, v in want.items())]
-    if len(hits) != 1:
-        raise ValueError(f"the {role} arm {want} matches {len(hits)} of the arms {arms}; it must match one")
-    return hits[0]
-
-
 class AdaptiveSeedSearcher(Searcher):
     """Suggests seed pairs per specification until each one's confidence sequence decides (module doc).
 
@@ -169,13 +102,14 @@ class AdaptiveSeedSearcher(Searcher):
     arms: dicts of the arm values (e.g. {"model.activation": "selu", "model.normalization": "none"});
     faster / slower: which arms the differences compare, as an index or a dict of values matched on the
     keys' last part (analysis.faster_arm's form); default arms 0 and 1; direction: "lower" when a smaller
-    measure means faster; seed_key: the config key of the seed.
+    measure means faster; seed_key: the config key of the seed; per_trial(config) -> {dotted key: value},
+    if given, sets more keys of each trial (e.g. the arm's tuned lr in its specification).
     """
 
     def __init__(self, specifications: Sequence[dict], arms: Sequence[dict], adaptive: AdaptiveSeeds = AdaptiveSeeds(),
                  measure: Callable[[pd.DataFrame], float] = mean_val_error, *, faster: dict | int | None = None,
                  slower: dict | int | None = None, direction: str = "lower", seed_key: str = "train.seed",
-                 metric: str | None = None, mode: str | None = None):
+                 per_trial: Callable[[dict], dict] | None = None, metric: str | None = None, mode: str | None = None):
         super().__init__(metric=metric, mode=mode)
         if not specifications or len(arms) < 2:
             raise ValueError("adaptive seeds need at least one specification and two arms")
@@ -187,6 +121,7 @@ class AdaptiveSeedSearcher(Searcher):
         self.measure = measure
         self.direction = direction
         self.seed_key = seed_key
+        self.per_trial = per_trial
         self.faster = _find_arm(list(arms), faster, 0, "faster")
         self.slower = _find_arm(list(arms), slower, 1, "slower")
         if self.faster == self.slower:
@@ -207,7 +142,8 @@ class AdaptiveSeedSearcher(Searcher):
     def config(self, spec: int, seed: int, arm: int) -> dict[str, Any]:
         """The nested trial config of one (specification, seed, arm)."""
         cfg = _merge(copy.deepcopy(self.specifications[spec]), self.arms[arm])
-        return _merge(cfg, nested({self.seed_key: seed}))
+        cfg = _merge(cfg, nested({self.seed_key: seed}))
+        return _merge(cfg, nested(self.per_trial(cfg))) if self.per_trial is not None else cfg
 
     def _active(self, spec: int) -> list[int]:
         return [s for s in self.launched[spec] if s not in self.failed[spec]]
@@ -319,10 +255,19 @@ class AdaptiveSeedSearcher(Searcher):
                                       direction=self.direction).as_dict() if len(d) else None
             status = ("decided" if self.decisions[spec] else "at max" if len(d) >= a.max
                       else "out of seeds" if self._done(spec) else "running")
-            out.append({"specification": self.specifications[spec], "seeds_launched": len(self._active(spec)),
+            out.append({"specification": self.specifications[spec], "seeds": self._active(spec),
+                        "seeds_launched": len(self._active(spec)),
                         "seeds_dropped": sorted(self.failed[spec]), "pairs_complete": len(d),
                         "decision": self.decisions[spec], "current": now, "status": status})
         return out
+
+    def finished(self) -> bool:
+        """No specification adds seeds and no trial waits to be suggested (some may still run)."""
+        return not self.queue and all(self._done(s) for s in range(len(self.specifications)))
+
+    def trial_count(self) -> int:
+        """The distinct trials given out (a trial Tune restarted under a new id counts once)."""
+        return len(set(self.trials.values()))
 
     # -- resuming ------------------------------------------------------------------------------------
     _STATE = ("launched", "failed", "decisions", "queue", "trials", "curves", "values")
@@ -349,4 +294,74 @@ class AdaptiveSeedSearcher(Searcher):
             self.set_state(pickle.load(f))
 
 
-__all__ = ["AdaptiveSeedSearcher", "AdaptiveSeeds", "mean_val_error", "nested"]
+# -- a study's searcher and what it decided ---------------------------------------------------------------
+MEASURE = "the mean validation error over each trial's evaluations (lower is faster)"
+
+
+def study_searcher(study, lr_by_arm: dict[tuple, float] | None = None) -> AdaptiveSeedSearcher:
+    """The searcher of a StudyConfig with adaptive seeds: its specifications and arms (`adaptive_layout`),
+    analysis.faster_arm against analysis.slower_arm, and each arm's tuned lr (`--lr-from`) if given."""
+    from study.analysis.params import AnalysisParams
+
+    params = AnalysisParams.from_dict(study.analysis)
+    specs, arms = study.adaptive_layout()
+    per_trial = functools.partial(_tuned_lr, lr_by_arm, study.lr_keys) if lr_by_arm else None
+    return AdaptiveSeedSearcher(specs, arms, study.adaptive, faster=params.faster_arm, slower=params.slower_arm,
+                                per_trial=per_trial)
+
+
+def _tuned_lr(lr_by_arm: dict[tuple, float], keys: tuple[str, ...], config: dict) -> dict[str, float]:
+    from study.grid import arm_of
+
+    return {"train.lr": lr_by_arm[arm_of(config, keys)]}
+
+
+def saved_searcher(study, path: str, lr_by_arm: dict[tuple, float] | None = None) -> AdaptiveSeedSearcher | None:
+    """The searcher as Tune last saved it in the experiment at `path`, or None when it saved none yet."""
+    searcher = study_searcher(study, lr_by_arm)
+    try:
+        searcher.restore_from_dir(path)
+    except RuntimeError:  # no searcher-state file: no trial was suggested yet
+        return None
+    return searcher
+
+
+def decisions(searcher: AdaptiveSeedSearcher, spec_keys: Sequence[str] = ()) -> dict[str, Any]:
+    """The searcher's settings and, per specification, its decision (`undecided` at `max` seeds or out of
+    seeds), as `adaptive.json` holds them for the report; `spec_keys`: the keys the `specifications:`
+    section sets (its name stands for them in a specification's name)."""
+    out = []
+    for s in searcher.summary():
+        settings = _flat(s["specification"])
+        named = [str(settings["specification"])] if "specification" in settings else []
+        others = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in settings.items()
+                  if k != "specification" and k not in spec_keys]
+        interval = s["decision"] or s["current"] or {}
+        out.append({"name": ", ".join(named + others) or "reference", "settings": settings,
+                    "verdict": s["decision"]["verdict"] if s["decision"] else "undecided",
+                    "n": s["decision"]["n"] if s["decision"] else s["pairs_complete"], "status": s["status"],
+                    "low": _finite(interval.get("low")), "high": _finite(interval.get("high")),
+                    "seeds": s["seeds"], "seeds_dropped": s["seeds_dropped"], "pairs_complete": s["pairs_complete"]})
+
+    def label(arm: dict) -> str:
+        return "+".join(str(v) for v in _flat(arm).values())
+
+    return {"settings": asdict(searcher.adaptive), "measure": MEASURE, "faster": label(searcher.arms[searcher.faster]),
+            "slower": label(searcher.arms[searcher.slower]), "trials": searcher.trial_count(), "specifications": out}
+
+
+def _finite(x: float | None) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None  # an unbounded end is null in JSON
+
+
+def write_decisions(path: str, doc: dict[str, Any]) -> None:
+    """`adaptive.json` beside the experiment at `path` (local or URI)."""
+    from study.state import fs_and_path
+
+    fs, p = fs_and_path(path)
+    with fs.open_output_stream(f"{p}/{ADAPTIVE_FILE}") as f:
+        f.write((json.dumps(doc, indent=2, allow_nan=False) + "\n").encode())
+
+
+__all__ = ["AdaptiveSeedSearcher", "AdaptiveSeeds", "decisions", "mean_val_error", "nested", "saved_searcher",
+           "study_searcher", "write_decisions"]

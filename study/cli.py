@@ -56,7 +56,7 @@ def analyze(path: str, out: str | None) -> Path:
     from hwr.files import unwritable
     from study.analysis.params import AnalysisParams
     from study.analysis.report import write_report
-    from study.experiment import load_tables, read_study_doc
+    from study.experiment import load_tables, read_adaptive, read_study_doc
     from study.state import StudyError, resumable, shown_path
 
     if "://" not in path:
@@ -70,7 +70,7 @@ def analyze(path: str, out: str | None) -> Path:
     resumable(path)  # a damaged state file or a missing trial folder: one sentence naming it
     trials, epochs = load_tables(path)
     try:
-        write_report(target, epochs, trials, params, name=name, source=shown_path(path))
+        write_report(target, epochs, trials, params, name=name, source=shown_path(path), adaptive=read_adaptive(path))
     except OSError as e:  # a full disk: write_report leaves the previous report as it was
         raise StudyError(f"Could not write the report in {target} ({e.strerror or e}); "
                          "the report there before, if any, is unchanged.") from None

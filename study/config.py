@@ -9,6 +9,7 @@
       train.seed: [0, 1, 2]
       # a zipped axis sets several keys together (arms that are not a cross):
       # model.activation,model.normalization: [[relu, per_image], [selu, none]]
+      # seeds: {adaptive: {min: 4, max: 20}}   # instead of train.seed: seeds until the answer is in
     resources: {cpu: 1, gpu: 0.25}  # per trial; fractional GPUs pack trials on one GPU
     run: {storage_path: results/ray, max_failures: 2}   # checkpoints: see RunSettings
     analysis: {target_acc: 0.7}     # see study.analysis.params.AnalysisParams
@@ -18,6 +19,10 @@
 With `specifications:` (a `cross:` of keys, or a `list:` of named departures from a `reference:`; see
 study/specs.py) the grid is the specifications x the `search:` axes: each specification runs every arm and
 seed, each trial's Tune config carries `specification: <name>`, and lr-search tunes per (specification, arm).
+
+With `search: {seeds: {adaptive: {min: 4, max: 20, ...}}}` (instead of a `train.seed` axis; study/seeds.py)
+the seeds are chosen as the study runs (study/adaptive.py): the grid then holds the first `min` seeds, the
+trials every such run makes, and `adaptive_layout` gives the searcher its specifications and arms.
 
 Every key is checked: an unknown or misspelt one is a ConfigError naming it, and each grid point is
 validated as a full hwr config before Ray starts.
@@ -30,9 +35,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from hwr.config import SECTIONS, Config, ConfigError, apply_overrides, config_from_dict, read_yaml, resolved
+from hwr.config import SECTIONS, Config, ConfigError, apply_overrides, config_from_dict, get_key, read_yaml, \
+    resolved
 from hwr.sections import as_dict, load_yaml, read_section
 from study.grid import Axis, apply_point, axes_of, grid_points
+from study.seeds import SEED_KEY, AdaptiveSeeds, find_arm, split_axes
 from study.specs import SPEC_KEY, Specification, hwr_sections, parse_specifications, reference_of, spec_axis, \
     spec_keys, spec_record
 
@@ -105,14 +112,44 @@ class StudyConfig:
     source: str = "config"
     specifications: tuple[Specification, ...] = ()
     reference: str | None = None  # the reference specification's name (a `list:` form's `reference:`)
+    adaptive: AdaptiveSeeds | None = None  # `search.seeds.adaptive` (then `search` holds no train.seed axis)
 
     @property
     def axes(self) -> tuple[Axis, ...]:
-        """The grid: the specifications' Axis first (when there are any), then one Axis per `search:` entry."""
+        """The grid: the specifications' Axis first (when there are any), then one Axis per `search:` entry
+        (with adaptive seeds, then an axis of the first `min` seeds)."""
+        axes = self.search_axes
+        if self.adaptive is not None:
+            first = self.adaptive.first
+            axes = (*axes, Axis((SEED_KEY,), tuple((s,) for s in range(first, first + self.adaptive.min))))
+        return axes
+
+    @property
+    def search_axes(self) -> tuple[Axis, ...]:
+        """The specifications' Axis (when there are any) and one Axis per `search:` entry."""
         search = axes_of(self.search)
         if not self.specifications:
             return search
         return (spec_axis(self.specifications, resolved(self.base, self.source)), *search)
+
+    def adaptive_layout(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(specifications, arms) for the adaptive-seed searcher, each a list of {dotted key: value}: every
+        point of the specification axes (`[{}]` when there are none), and every point of the arm axes with
+        the arm keys no axis sets at the base's value (so that analysis.faster_arm can name an arm)."""
+        arm_axes, spec_axes = split_axes(self.search_axes, self.arm_keys, SPEC_KEY)
+        base = resolved(self.base, self.source)
+        set_keys = {k for a in self.search_axes for k in a.keys}
+        fixed = {k: get_key(base, k) for k in self.arm_keys if k not in set_keys}
+        return grid_points(spec_axes), [{**point, **fixed} for point in grid_points(arm_axes)]
+
+    @property
+    def most_trials(self) -> int:
+        """Trials the study runs at most: the grid's, or with adaptive seeds every specification's arms at
+        each seed of its range (`max` seeds and as many replacements of failed ones)."""
+        if self.adaptive is None:
+            return self.num_trials
+        specs, arms = self.adaptive_layout()
+        return len(specs) * len(arms) * len(self.adaptive.seeds())
 
     @property
     def arm_keys(self) -> tuple[str, ...]:
@@ -149,6 +186,8 @@ class StudyConfig:
         d: dict[str, Any] = {"name": self.name, **resolved(self.base, self.source), "search": self.search,
                              "resources": as_dict(self.resources), "run": as_dict(self.run),
                              "analysis": AnalysisParams.from_dict(self.analysis).to_dict()}
+        if self.adaptive is not None:
+            d["search"] = {**self.search, "seeds": {"adaptive": as_dict(self.adaptive)}}
         if self.optuna is not None:
             d["optuna"] = as_dict(self.optuna)
         if self.specifications:
@@ -174,6 +213,8 @@ def study_from_dict(raw: dict[str, Any], where: str = "config") -> StudyConfig:
     search = raw.get("search") or {}
     if not isinstance(search, dict):
         raise ConfigError(f"search in {where} must map dotted keys to lists of values.")
+    search = dict(search)
+    adaptive = _adaptive(search.pop("seeds", None), search, where) if "seeds" in search else None
     for axis, values in search.items():
         keys = axis.split(",")
         for key in keys:
@@ -221,17 +262,52 @@ def study_from_dict(raw: dict[str, Any], where: str = "config") -> StudyConfig:
         if any(key in axis.split(",") for axis in search):
             raise ConfigError(f"specifications key {key!r} in {where} is also a search axis; the search axes "
                               "(arms, seeds) are crossed inside each specification, so give each key to one.")
-    study = StudyConfig(name=name, base=base, search=dict(search), resources=resources, run=run,
+    study = StudyConfig(name=name, base=base, search=search, resources=resources, run=run,
                         analysis=analysis, optuna=optuna, source=where, specifications=specs,
-                        reference=reference_of(raw.get("specifications")) if specs else None)
+                        reference=reference_of(raw.get("specifications")) if specs else None, adaptive=adaptive)
     configs = study.trial_configs()  # every grid point must be a valid hwr config
+    if adaptive is not None:
+        _check_adaptive(study, where)
     if optuna is not None:
-        evaluated = sorted({c.train.seed for c in configs} & set(optuna.seeds))
+        seeds = set(adaptive.seeds()) if adaptive is not None else {c.train.seed for c in configs}
+        evaluated = sorted(seeds & set(optuna.seeds))
         if evaluated:
             raise ConfigError(f"optuna.seeds in {where} include the evaluated seed(s) "
                               f"{', '.join(map(str, evaluated))}; the lr search must run on seeds the study does "
                               "not evaluate (the default is 100).")
     return study
+
+
+def _adaptive(seeds: Any, search: dict[str, Any], where: str) -> AdaptiveSeeds:
+    """`search.seeds`, which must be {adaptive: {...}} and replaces a train.seed axis."""
+    if not isinstance(seeds, dict) or set(seeds) != {"adaptive"}:
+        raise ConfigError(f"search.seeds in {where} must be {{adaptive: {{min: 4, max: 20, ...}}}}, got {seeds!r}.")
+    if any(SEED_KEY in axis.split(",") for axis in search):
+        raise ConfigError(f"search in {where} has both a {SEED_KEY} axis and search.seeds.adaptive; adaptive seeds "
+                          f"replace the {SEED_KEY} axis, so give one of them.")
+    try:
+        return AdaptiveSeeds.from_dict(seeds["adaptive"])
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{e} (in {where}).") from None
+
+
+def _check_adaptive(study: StudyConfig, where: str) -> None:
+    """The searcher needs two arms, the compared ones among them, and the seeds to itself."""
+    from study.analysis.params import AnalysisParams
+
+    if SEED_KEY in spec_keys(study.specifications):
+        raise ConfigError(f"specifications in {where} set {SEED_KEY}, which search.seeds.adaptive chooses.")
+    specs, arms = study.adaptive_layout()
+    if len(arms) < 2:
+        raise ConfigError(f"search.seeds.adaptive in {where} compares two arms, but the search axes over "
+                          f"{', '.join(study.arm_keys)} give {len(arms)}.")
+    params = AnalysisParams.from_dict(study.analysis)
+    for role, want in (("faster", params.faster_arm), ("slower", params.slower_arm)):
+        try:
+            find_arm(arms, want, 0, role)
+        except ValueError:
+            raise ConfigError(f"analysis.{role}_arm {want} in {where} is not one of the arms search.seeds.adaptive "
+                              f"compares ({'; '.join(map(str, arms))}).") from None
 
 
 def _check_optuna(optuna: OptunaConfig, where: str) -> None:
@@ -252,18 +328,31 @@ def _check_optuna(optuna: OptunaConfig, where: str) -> None:
                           f"got {optuna.grace_epochs} and {optuna.reduction_factor}.")
 
 
+def _mapping(value: Any) -> dict:
+    return dict(value) if isinstance(value, dict) else {}
+
+
 def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
     """Read a study YAML and apply `--set` overrides.
 
     `train.epochs=4` sets a base value (and, if train.epochs was a grid axis, fixes it to that value);
     `search.train.seed=[0,1]` replaces or adds a grid axis; `name=...`, `run.storage_path=...` as usual.
+    `search.seeds.adaptive.max=12` sets one adaptive-seed setting; a train.seed axis given this way replaces
+    adaptive seeds and the other way round.
     """
     raw = read_yaml(path)
     search = dict(raw.get("search") or {})
     plain = []
     for text in overrides:
         key, _, value = text.partition("=")
-        if key.startswith("search."):
+        if key.startswith("search.seeds.adaptive."):
+            search.pop(SEED_KEY, None)
+            seeds = search["seeds"] = _mapping(search.get("seeds"))
+            adaptive = seeds["adaptive"] = _mapping(seeds.get("adaptive"))
+            adaptive[key.removeprefix("search.seeds.adaptive.")] = load_yaml(value) if value else None
+        elif key.startswith("search."):
+            if key == f"search.{SEED_KEY}":
+                search.pop("seeds", None)
             parsed = load_yaml(value) if value else None
             search[key.removeprefix("search.")] = parsed if isinstance(parsed, list) else [parsed]
         elif "." not in key:  # a top-level key such as name

@@ -12,6 +12,7 @@ Partial experiments, errored and diverged trials all come through, each with its
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import warnings
@@ -23,6 +24,7 @@ import yaml
 from ray.tune import ExperimentAnalysis
 
 from hwr.config import ConfigError
+from study.seeds import ADAPTIVE_FILE, adaptive_of
 from study.specs import DEFAULT_REFERENCE, SPEC_KEY
 from study.state import STUDY_FILE, fs_and_path
 
@@ -43,6 +45,20 @@ def read_study_doc(path: str) -> dict[str, Any]:
             return yaml.safe_load(f.read().decode()) or {}
     except (FileNotFoundError, OSError):
         raise ConfigError(f"{path} is not an hwr-study experiment (no {STUDY_FILE} in it).") from None
+
+
+def read_adaptive(path: str) -> dict[str, Any] | None:
+    """What the report shows of adaptive seeds: the searcher's decisions (`adaptive.json`, written when the
+    study ended), or only its settings (from study.yaml) before then; None without adaptive seeds."""
+    settings = adaptive_of(read_study_doc(path))
+    if settings is None:
+        return None
+    fs, p = fs_and_path(path)
+    try:
+        with fs.open_input_stream(f"{p}/{ADAPTIVE_FILE}") as f:
+            return json.loads(f.read().decode())
+    except (FileNotFoundError, OSError, ValueError):  # not written yet (a study still running), or cut short
+        return {"settings": dataclasses.asdict(settings), "specifications": []}
 
 
 def _config_row(config: dict[str, Any]) -> dict[str, Any]:

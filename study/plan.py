@@ -122,6 +122,8 @@ class Plan:
     search_seconds: float = 0.0  # expected with ASHA's early stopping (search_max_seconds without it)
     search_max_seconds: float = 0.0  # every search trial runs all its epochs
     cores: int = CALIBRATION_CORES
+    trials_max: int | None = None  # adaptive seeds: trials at `max` seeds (`trials`: at `min`)
+    run_max_seconds: float | None = None
 
 
 def make_plan(study: StudyConfig, cores: int | None = None) -> Plan:
@@ -140,6 +142,10 @@ def make_plan(study: StudyConfig, cores: int | None = None) -> Plan:
         trials=len(configs),
         data_sections=list({data_label(c): dataclasses.asdict(c.data) for c in configs}.values()),
         frozen_sets=list(frozen), run_seconds=run_s, cores=cores)
+    if (a := study.adaptive) is not None:  # the grid holds `min` seeds; `max` of them cost max / min as much
+        plan.trials_max = len(configs) * a.max // a.min
+        plan.run_max_seconds = RAY_START_S + scale * (sum(map(trial_seconds, configs)) * a.max / a.min
+                                                      + sum(frozen.values()))
     if study.optuna is not None:
         from study.lr_file import lr_groups
 
@@ -190,8 +196,13 @@ def render(study: StudyConfig, plan: Plan) -> str:
         lines.append(f"  {name:<{width}}  {shown}{mark}")
     lines.append(f"Arms ({len(plan.arms)}, {' x '.join(study.arm_keys)}): "
                  + ", ".join("+".join(map(str, a)) for a in plan.arms))
-    lines.append(f"Seeds ({len(plan.seeds)}): {', '.join(map(str, plan.seeds))}")
-    lines.append(f"Trials: {plan.trials}")
+    if (a := study.adaptive) is not None:
+        lines.append(f"Seeds: adaptive, {a.min} to {a.max} per specification from seed {a.first}, until the "
+                     f"confidence sequence decides (alpha {a.alpha:g}, margin {a.margin:g}, method {a.method})")
+        lines.append(f"Trials: {plan.trials} to {plan.trials_max} (adaptive seeds; a failed seed is replaced)")
+    else:
+        lines.append(f"Seeds ({len(plan.seeds)}): {', '.join(map(str, plan.seeds))}")
+        lines.append(f"Trials: {plan.trials}")
     lines.append(f"Data sections ({len(plan.data_sections)}):")
     for d in plan.data_sections:
         lines.append("  " + ", ".join(f"{k}={v}" for k, v in d.items() if v is not None))
@@ -200,7 +211,8 @@ def render(study: StudyConfig, plan: Plan) -> str:
         d = json.loads(parts[0])
         lines.append(f"  {d['dataset']} {d['image_size']} px {d['split']} split, base {parts[1]}, "
                      f"normalization {parts[2]}, trainable from {parts[3]}")
-    lines.append(f"Estimated CPU time of the run: {_minutes(plan.run_seconds)} on {plan.cores} core(s) "
+    run = _minutes(plan.run_seconds) + (f" to {_minutes(plan.run_max_seconds)}" if plan.run_max_seconds else "")
+    lines.append(f"Estimated CPU time of the run: {run} on {plan.cores} core(s) "
                  f"(an estimate from study/plan.py's cost model; expect +-50 %)")
     if study.optuna is not None:
         o = study.optuna

@@ -56,7 +56,10 @@ def experiment_path(study: StudyConfig) -> str:
 
 
 def param_space(study: StudyConfig, lr_by_arm: dict[tuple, float] | None = None) -> dict[str, Any]:
-    """hwr's nested config with one `tune.grid_search` per search axis (and per-arm lrs, if given)."""
+    """hwr's nested config with one `tune.grid_search` per search axis (and per-arm lrs, if given); with
+    adaptive seeds, plain values only: the searcher's suggestions set the rest (lrs included)."""
+    if study.adaptive is not None:
+        return grid.param_space(resolved(study.base, study.source), ())
     space = grid.param_space(resolved(study.base, study.source), study.axes)  # params.json: every default
     if lr_by_arm:
         space["train"]["lr"] = ray.tune.sample_from(functools.partial(_arm_lr, lr_by_arm, study.lr_keys))
@@ -216,6 +219,33 @@ def run_config(study: StudyConfig, callbacks: Sequence[Callback] = ()) -> RunCon
     )
 
 
+def tune_config(study: StudyConfig, lr_by_arm: dict | None) -> TuneConfig:
+    """The grid for Tune's default search, or the adaptive-seed searcher (study.adaptive) with room for every
+    trial it may suggest: it ends the run itself (`Searcher.FINISHED`)."""
+    if study.adaptive is None:
+        return TuneConfig(metric="val_acc", mode="max", reuse_actors=True)
+    from study.adaptive import study_searcher
+
+    return TuneConfig(metric="val_acc", mode="max", reuse_actors=True, search_alg=study_searcher(study, lr_by_arm),
+                      num_samples=study.most_trials)
+
+
+def _expected_trials(study: StudyConfig, path: str, lr_by_arm: dict | None) -> int:
+    """The trials a complete run has: the grid's, or those the adaptive searcher gave out once it finished
+    (more than any run has while it would still suggest some: the run was interrupted). With adaptive seeds
+    it also writes the searcher's decisions (`adaptive.json`) for the report."""
+    if study.adaptive is None:
+        return len(study.trial_configs())
+    from study.adaptive import decisions, saved_searcher, write_decisions
+    from study.specs import spec_keys
+
+    searcher = saved_searcher(study, path, lr_by_arm)
+    if searcher is None or not searcher.finished():
+        return study.most_trials + 1
+    write_decisions(path, decisions(searcher, spec_keys(study.specifications)))
+    return searcher.trial_count()
+
+
 def _stored_study(path: str) -> dict[str, Any] | None:
     fs, p = fs_and_path(path)
     info = fs.get_file_info(f"{p}/{STUDY_FILE}")
@@ -295,8 +325,7 @@ def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None
             callbacks = (*callbacks, StatusCallback(path, every_s=STATUS_EVERY_S))
 
         def new_tuner() -> Tuner:  # writes tuner.pkl into the experiment folder
-            return Tuner(trainable, param_space=space, tune_config=TuneConfig(metric="val_acc", mode="max",
-                                                                            reuse_actors=True),
+            return Tuner(trainable, param_space=space, tune_config=tune_config(study, lr_by_arm),
                          run_config=run_config(study, callbacks))
 
         if resume:
@@ -308,7 +337,8 @@ def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None
         else:
             _write_study(path, study, lr_by_arm)
             tuner = new_tuner()
-        grid = finished(tuner.fit(), len(study.trial_configs()), LAST_KEY)  # Ctrl-C: KeyboardInterrupt
+        results = tuner.fit()
+        grid = finished(results, _expected_trials(study, path, lr_by_arm), LAST_KEY)  # Ctrl-C: KeyboardInterrupt
     errors = [r for r in grid if r.error is not None]
     print(f"Study {study.name}: {len(grid)} trials, {len(errors)} errored; experiment in {path}")
     if errors and not study.run.allow_errors:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import fcntl
 import fnmatch
 import json
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import ray.tune
 from hwr.config import ConfigError
 from study.analysis.params import AnalysisParams
 from study.experiment import parse_results, read_study_doc
+from study.seeds import adaptive_of, planned_trials
 from study.state import EXPERIMENT_STATE, StateError, _read, fs_and_path
 from study.trainable import LAST_KEY
 
@@ -158,7 +158,7 @@ def _flat(config: dict) -> dict:
 
 
 def _spec_keys(doc: dict) -> list[str]:
-    keys = [k for axis in (doc.get("search") or {}) for k in axis.split(",")]
+    keys = [k for axis, v in (doc.get("search") or {}).items() if isinstance(v, list) for k in axis.split(",")]
     return [k.split(".", 1)[1] for k in keys if k not in NOT_SPEC]  # leaf names: hwr's are unique
 
 
@@ -213,7 +213,7 @@ def read_status(path: str, *, live: dict[str, str] | None = None, driver: str | 
         curve = {r.get("step", r.get("epoch")): r for r in rows  # the last record of each step (resumes repeat)
                  if isinstance(r.get("val_acc"), (int, float)) and isinstance(r.get("epoch"), (int, float))}
         x = np.array([r["epoch"] for r in curve.values()], dtype=float)
-        errors = 1 - np.array([r["val_acc"] for r in curve.values()], dtype=float)
+        errors = 1 - np.nan_to_num(np.array([r["val_acc"] for r in curve.values()], dtype=float))  # diverged: 1
         budget = float(flat.get("epochs", 0) or 0)
         if rows:
             firsts.append(rows[0].get("timestamp", 0) - rows[0].get("time_total_s", 0))
@@ -225,7 +225,7 @@ def read_status(path: str, *, live: dict[str, str] | None = None, driver: str | 
             epochs_planned=int(flat.get("epochs", 0) or 0),
             seconds=float(rows[-1].get("time_total_s", 0)) if rows else 0.0,
             measure=area_per_epoch(x, errors, budget) if st == "done" and len(x) else None, config=flat))
-    planned = max(len(trials), _grid_size(doc))
+    planned = max(len(trials), planned_trials(doc))  # adaptive seeds: at least the first `min` seeds
     end = time.time() if driver != "not running" else max(lasts, default=0)
     elapsed = max(0.0, end - min(firsts)) if firsts else 0.0
     compute = sum(t.seconds for t in trials)
@@ -235,6 +235,8 @@ def read_status(path: str, *, live: dict[str, str] | None = None, driver: str | 
     left += (planned - len(trials)) * (trials[0].epochs_planned if trials else 0)
     remaining = left * compute / done_epochs / parallel if done_epochs > 0 else None
     notes = [f"{len(cut)} result.json file(s) with a line cut short (skipped): {cut[0]}"] if cut else []
+    if (adaptive := adaptive_of(doc)) is not None:
+        notes.append(f"adaptive seeds: {adaptive.min} to {adaptive.max} per specification; planned counts the fewest")
     if state is None:
         notes.append("Tune has written no experiment state yet: no trial has started.")
     return StudyStatus(
@@ -242,10 +244,6 @@ def read_status(path: str, *, live: dict[str, str] | None = None, driver: str | 
         elapsed_s=elapsed, remaining_s=remaining, parallel=parallel,
         verdicts=verdicts(trials, params), faster=_label(params.faster_arm), slower=_label(params.slower_arm),
         confidence=params.confidence, notes=notes)
-
-
-def _grid_size(doc: dict) -> int:
-    return math.prod(len(v) for v in (doc.get("search") or {}).values() if isinstance(v, list))
 
 
 def _label(arm: dict) -> str:

@@ -48,11 +48,13 @@ TMP_PREFIX = ".report-tmp-"
 # --------------------------------------------------------------------------- entry point
 
 def write_report(out_dir: Path, epochs: pd.DataFrame, trials: pd.DataFrame,
-                 params: AnalysisParams | None = None, *, name: str, source: str) -> dict[str, Path]:
+                 params: AnalysisParams | None = None, *, name: str, source: str,
+                 adaptive: dict | None = None) -> dict[str, Path]:
     """Write the full report for one experiment into ``out_dir``.
 
     ``source`` is printed as where the data came from; give a path relative to the project (or a URI),
-    never a machine's absolute path.  Returns ``{relative path: absolute Path}`` for every file written:
+    never a machine's absolute path.  ``adaptive``: the adaptive-seed searcher's settings and decisions
+    (study.experiment.read_adaptive), shown in the report and kept in ``summary.json``.  Returns ``{relative path: absolute Path}`` for every file written:
     ``trials.csv`` (trials + convergence metrics), ``epochs.csv``, ``summary.json``, ``report.md``,
     ``report.html`` and ``figures/*.png``.  ``steps.csv`` holds every evaluation (one row per trial and
     step, fractional epochs), ``epochs.csv`` only the evaluations at whole epochs (the old table: the
@@ -65,6 +67,8 @@ def write_report(out_dir: Path, epochs: pd.DataFrame, trials: pd.DataFrame,
     metrics = convergence_metrics(epochs, trials, params)
     summary = summarize(epochs, trials, params, metrics=metrics)
     summary["report"] = {"name": name, "source": source}
+    if adaptive is not None:
+        summary["adaptive"] = adaptive
     _remove_stale_tmp(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=out_dir))
     try:
@@ -105,7 +109,7 @@ def rewrite_report(folder: Path, out_dir: Path | None = None,
     trials = pd.read_csv(folder / "trials.csv", dtype={"trial_id": str})
     epochs = pd.read_csv(folder / curves, dtype={"trial_id": str})
     return write_report(out_dir or folder, epochs, trials, params, name=report.get("name", folder.name),
-                        source=report.get("source", str(folder)))
+                        source=report.get("source", str(folder)), adaptive=old.get("adaptive"))
 
 
 def _remove_stale_tmp(out_dir: Path) -> None:
@@ -195,6 +199,7 @@ def report_context(summary: dict, figures: list[FigureSpec], params: AnalysisPar
         "source": summary["report"]["source"],
         "verdict": summary["verdict"],
         "anytime": summary.get("anytime"),
+        "adaptive": summary.get("adaptive"), "adaptive_rows": _adaptive_rows(summary.get("adaptive")),
         "multiverse": multiverse_context(summary, params),
         "params": params,
         "alpha": 1 - params.confidence,
@@ -238,6 +243,18 @@ def _results(c: dict, params: AnalysisParams) -> dict:
                      _num(m["prob_faster_better"], 2), f"{m['n_pairs']} / {m['n_seeds']}"])
     return {"result_rows": rows, "skipped": skipped,
             "survival": c.get("survival", {}).get("epochs_to_target")}
+
+
+def _adaptive_rows(adaptive: dict | None) -> list[list[str]]:
+    """Per specification: the adaptive-seed searcher's decision, at how many seed pairs, and its interval."""
+    if not adaptive or not adaptive.get("specifications"):
+        return []
+    words = {"faster": f"{adaptive['faster']} faster", "slower": f"{adaptive['faster']} slower"}
+    rows = []
+    for s in adaptive["specifications"]:
+        interval = "unbounded" if s["low"] is None or s["high"] is None else f"[{s['low']:+.4f}, {s['high']:+.4f}]"
+        rows.append([s["name"], words.get(s["verdict"], s["verdict"]), str(s["n"]), interval, s["status"]])
+    return rows
 
 
 def _panel(panel: dict) -> dict:
