@@ -3,8 +3,9 @@
     python -m benchmarks.faults            # or: hwr-bench faults   (about 6 minutes on 2 idle cores)
     python -m benchmarks.faults --no-write # print the table only
 
-Runs, with pytest, the suites that kill, corrupt and fill (tests/test_faults.py, tests/test_damaged_files.py,
-tests/test_bad_input.py) and the older tests that belong to the same catalogue (EXISTING). Each case states
+Runs, with pytest, the suites that kill, corrupt and fill (tests/test_faults.py, tests/test_object_storage.py,
+tests/test_nodes.py, tests/test_damaged_files.py, tests/test_bad_input.py) and the older tests that belong to
+the same catalogue (EXISTING). Each case states
 its fault, what happened and what was lost through pytest's `record_property` (the older ones through
 EXISTING); this reads them back from pytest's JUnit XML and writes one table, from this one run, into
 docs/reliability.md between its markers. The same tests run in `make test`: this only collects them.
@@ -23,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "reliability.md"
 BEGIN, END = "<!-- faults:begin -->", "<!-- faults:end -->"
-SUITES = ("tests/test_faults.py", "tests/test_damaged_files.py", "tests/test_bad_input.py")
+SUITES = ("tests/test_faults.py", "tests/test_object_storage.py", "tests/test_nodes.py", "tests/test_damaged_files.py",
+          "tests/test_bad_input.py")
 # Tests written before this suite that hold cases of the same catalogue: test id -> (fault, outcome, lost).
 EXISTING = {
     "tests/test_train.py::test_nan_loss_ends_the_run_as_diverged": (
@@ -44,6 +46,8 @@ EXISTING = {
         "name.'; exit 2 from `hwr-study run`)", "nothing"),
 }
 SECTIONS = (("tests/test_faults.py", "Killed and interrupted processes"),
+            ("tests/test_object_storage.py", "A study in object storage (S3)"),
+            ("tests/test_nodes.py", "A cluster node that dies, and a named base on a node without it"),
             ("tests/test_damaged_files.py", "Damaged files and a full disk"),
             ("tests/test_bad_input.py", "Bad input (one sentence naming it, exit 2)"),
             ("EXISTING", "Covered by earlier tests"))

@@ -5,6 +5,8 @@ weights on first use) and rebuilds a damaged one.
     path = ensure_base("glyphs")               # built once (progress bar), then from the cache
 
 Cached under `$HWR_CACHE_DIR/bases/` as `<name>-<recipe hash>.pt` with a JSON sidecar describing it.
+A process given a base's weights by its caller (a study trial, from Ray's object store: `provide`) uses them
+instead of its own cache, so no node of a cluster builds a base the driver already built.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -20,7 +23,7 @@ from typing import Any
 from hwr.config import NAMED_BASES
 from hwr.data import default_cache_dir
 from hwr.files import atomic_write, damage, write_verified
-from hwr.recipe import PretrainError, Recipe, TrainSection, recipe_hash
+from hwr.recipe import GlyphsSection, PretrainError, Recipe, TrainSection, recipe_hash
 
 # The bases `model.weights` can name. `glyphs` is the best recipe found (docs/pretraining.md);
 # `glyphs-small` is a few minutes' version for the offline demo (configs/quick.yaml).
@@ -29,6 +32,25 @@ RECIPES = {
     "glyphs-small": Recipe(train=TrainSection(shallow_samples=30_000, samples=0, val_per_class=2)),
 }
 assert set(RECIPES) == set(NAMED_BASES)
+# Test hook: with HWR_TEST_TINY_BASE=1 (in every process of a test cluster), `glyphs-small` is this recipe,
+# which trains in seconds (Hershey Greek, a few steps), so that a test builds and ships a named base through
+# the real code path without minutes of pretraining. Its hash differs: it is cached apart from the real one.
+TINY_RECIPE = Recipe(glyphs=GlyphsSection(sources=("hershey",), scripts=("greek",)),
+                     train=TrainSection(shallow_samples=64, samples=32, batch_size=32, val_per_class=1))
+if os.environ.get("HWR_TEST_TINY_BASE"):
+    RECIPES["glyphs-small"] = TINY_RECIPE
+
+_PROVIDED: dict[str, dict[str, Any]] = {}  # name -> state dict (tensors or arrays) handed in by the caller
+
+
+def provide(name: str, state: dict[str, Any]) -> None:
+    """Use `state` as the named base's weights in this process (`hwr.model.load_conv_base` takes it before
+    the cache): a study's driver builds each base once and ships it to every trial through Ray's object store."""
+    _PROVIDED[name] = state
+
+
+def provided(name: str) -> dict[str, Any] | None:
+    return _PROVIDED.get(name)
 
 
 def bases_dir() -> Path:
@@ -100,4 +122,5 @@ def ensure_base(name: str = "glyphs", progress: bool = True) -> Path:
     return path
 
 
-__all__ = ["PretrainError", "RECIPES", "base_path", "base_problem", "ensure_base", "pretrain", "sidecar_path"]
+__all__ = ["PretrainError", "RECIPES", "base_path", "base_problem", "ensure_base", "pretrain", "provide", "provided",
+           "sidecar_path"]

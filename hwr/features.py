@@ -12,6 +12,8 @@ half-copied) is never used: it is computed again, with a warning naming the file
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -19,6 +21,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -139,10 +142,33 @@ def frozen_features(model: HWRNet, images: np.ndarray, key: str, device: torch.d
     cached = load_cached(key, device.type, cache_dir)
     if cached is not None:
         return torch.from_numpy(cached)
-    z = compute_frozen(model, images, device, progress=progress)
-    try:
-        store(z.numpy(), key, device.type, cache_dir)
-    except OSError as e:
-        warnings.warn(f"Could not write the frozen-feature cache for {key} ({e.strerror or e}); "
-                      "it will be computed again next time.", stacklevel=2)
+    with _node_lock(cache_path(key, device.type, cache_dir)):  # one computation per machine, however many ask
+        cached = load_cached(key, device.type, cache_dir)  # computed meanwhile by another process here
+        if cached is not None:
+            return torch.from_numpy(cached)
+        z = compute_frozen(model, images, device, progress=progress)
+        try:
+            store(z.numpy(), key, device.type, cache_dir)
+        except OSError as e:
+            warnings.warn(f"Could not write the frozen-feature cache for {key} ({e.strerror or e}); "
+                          "it will be computed again next time.", stacklevel=2)
     return z
+
+
+@contextlib.contextmanager
+def _node_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock beside a cache file (`<key>.lock`), held while one process computes it: the trials
+    of one node that each need a set too large for Ray's object store compute it once. A cache folder that
+    cannot be written (a full or read-only disk) is not locked."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path.with_suffix(".lock"), "a")
+    except OSError:
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

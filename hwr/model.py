@@ -96,8 +96,11 @@ def load_conv_base(weights: str, seed: int) -> nn.Sequential:
     if weights == "none":
         return features
     if weights in NAMED_BASES:
-        from hwr.bases import ensure_base  # pretraining (glyph rendering) only where a named base is used
+        from hwr.bases import ensure_base, provided  # pretraining (glyph rendering) only where a base is used
 
+        if (given := provided(weights)) is not None:  # shipped by the caller (a study's driver built it)
+            state = {k: v.clone() if isinstance(v, torch.Tensor) else torch.tensor(v) for k, v in given.items()}
+            return _load_state(features, state, f"the {weights!r} base given by the study's driver")
         path = ensure_base(weights)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)

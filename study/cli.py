@@ -58,12 +58,12 @@ def analyze(path: str, out: str | None) -> Path:
     from study.analysis.report import write_report
     from study.experiment import load_tables, read_adaptive, read_study_doc
     from study.state import StudyError, resumable, shown_path
+    from study.storage import absolute, name_of
 
-    if "://" not in path:
-        path = str(Path(path).resolve())
+    path = absolute(path)
     doc = read_study_doc(path)
     params = AnalysisParams.from_dict(doc.get("analysis") or {})
-    name = doc.get("name") or Path(path).name
+    name = doc.get("name") or name_of(path)
     target = Path(out) if out else Path((doc.get("run") or {}).get("results_dir", "results")) / name
     if why := unwritable(target):
         raise ConfigError(f"The report folder {target} cannot be written: {why}.")
@@ -85,8 +85,9 @@ def _analyze(args: argparse.Namespace) -> None:
 def _status(args: argparse.Namespace) -> None:
     from hwr.config import ConfigError
     from study.status import read_status, render, watch
+    from study.storage import absolute
 
-    path = args.experiment if "://" in args.experiment else str(Path(args.experiment).resolve())
+    path = absolute(args.experiment)
     if args.watch is None:
         print(render(read_status(path)))
     elif args.watch <= 0:

@@ -27,6 +27,7 @@ from hwr.config import ConfigError
 from study.seeds import ADAPTIVE_FILE, adaptive_of
 from study.specs import DEFAULT_REFERENCE, SPEC_KEY
 from study.state import STUDY_FILE, fs_and_path
+from study.storage import shown
 
 # `specification`: the trial's specification (study.specs; `reference` in a study without specifications).
 CONFIG_COLUMNS = ("specification", "activation", "normalization", "lr", "seed", "trainable_from", "weights",
@@ -44,7 +45,7 @@ def read_study_doc(path: str) -> dict[str, Any]:
         with fs.open_input_stream(f"{p}/{STUDY_FILE}") as f:
             return yaml.safe_load(f.read().decode()) or {}
     except (FileNotFoundError, OSError):
-        raise ConfigError(f"{path} is not an hwr-study experiment (no {STUDY_FILE} in it).") from None
+        raise ConfigError(f"{shown(path)} is not an hwr-study experiment (no {STUDY_FILE} in it).") from None
 
 
 def read_adaptive(path: str) -> dict[str, Any] | None:
@@ -113,7 +114,7 @@ def load_tables(path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     try:
         analysis = ExperimentAnalysis(path)  # its own reading of result.json is not used: see _trial_frame
     except (ValueError, FileNotFoundError, OSError):
-        raise ConfigError(f"{path} holds no Tune experiment state yet (has the study started?).") from None
+        raise ConfigError(f"{shown(path)} holds no Tune experiment state yet (has the study started?).") from None
     trial_rows, epoch_frames = [], []
     for trial in analysis.trials:
         cfg = _config_row(trial.config)

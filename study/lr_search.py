@@ -32,9 +32,10 @@ from hwr.files import atomic_write
 from study.config import StudyConfig
 from study.lr_file import leaf, lr_groups
 from study.run import check_cluster, delete_experiment, experiment_path, init_ray, load_study_data, make_trainable, \
-    run_config, shared_features
+    run_config, shared_bases, shared_features
 from study.specs import hwr_sections
-from study.state import lock, resumable, shown_path
+from study.lease import lock
+from study.state import resumable, shown_path
 from study.trainable import LAST_KEY
 
 
@@ -155,14 +156,15 @@ def lr_search(study: StudyConfig, *, fresh: bool = False, out: Path | None = Non
     data = load_study_data(study)
     init_ray()
     check_cluster(study)
-    trainable = make_trainable(study, data, shared_features(study, data))
+    bases = shared_bases(study)  # built once, here, and shipped to every node
+    trainable = make_trainable(study, data, shared_features(study, data, bases), bases)
     stops = rungs(study)
     rows = []
     for group in groups(study):
         label = group_label(tuple(group.values()))
         name = f"{study.name}-{label}"
         run = dataclasses.replace(run_config(study), name=name)
-        path = f"{experiment_path(study).rsplit('/', 1)[0]}/{name}"
+        path = experiment_path(study, name)
         with lock(path):  # one driver per experiment; a damaged state is refused, not started over beside
             if fresh:
                 delete_experiment(path)

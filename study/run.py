@@ -28,7 +28,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from hwr.config import NAMED_BASES, SECTIONS, ConfigError, config_from_dict, resolved
 from hwr.features import frozen_features, frozen_key, frozen_nbytes, load_cached
 from hwr.model import build_model
-from hwr.bases import ensure_base
+from hwr.bases import ensure_base, provide
 from hwr.checkpoint import CheckpointPolicy
 from hwr.train import TrainingData, load_data, pick_device
 from study import grid
@@ -36,8 +36,10 @@ from study.config import StudyConfig
 from study.lr_file import lr_doc as _lr_doc
 from study.lr_file import read_lr_file
 from study.specs import hwr_sections
-from study.state import (STUDY_FILE, TUNER_PKL, StateError, StudyError, TrialsErrored, finished, fs_and_path, lock,
+from study.lease import lock
+from study.state import (STUDY_FILE, TUNER_PKL, StateError, StudyError, TrialsErrored, finished, fs_and_path,
                          resumable, tuner_pkl_ok)
+from study.storage import absolute, is_uri, join, shown
 from study.trainable import LAST_KEY, data_key, train_trial
 
 log = logging.getLogger("study")
@@ -47,12 +49,14 @@ OBJECT_STORE_SHARE = 0.5
 STATUS_EVERY_S = 300.0
 
 
-def experiment_path(study: StudyConfig) -> str:
-    """storage_path/name; a relative local storage path is taken from the current directory."""
-    storage = study.run.storage_path
-    if "://" not in storage:
-        storage = str(Path(storage).resolve())
-    return f"{storage.rstrip('/')}/{study.name}"
+def storage_root(study: StudyConfig) -> str:
+    """run.storage_path; a relative local one is taken from the current directory."""
+    return absolute(study.run.storage_path)
+
+
+def experiment_path(study: StudyConfig, name: str | None = None) -> str:
+    """storage_path/name (before a URI's query string)."""
+    return join(storage_root(study), name or study.name)
 
 
 def param_space(study: StudyConfig, lr_by_arm: dict[tuple, float] | None = None) -> dict[str, Any]:
@@ -90,7 +94,7 @@ def check_cluster(study: StudyConfig) -> None:
 def check_storage_shared(path: str) -> None:
     """On a multi-node cluster, every node must see storage_path: write a marker, look for it everywhere."""
     nodes = [n for n in ray.nodes() if n["Alive"]]
-    if len(nodes) < 2 or "://" in path:
+    if len(nodes) < 2 or is_uri(path):
         return
     Path(path).mkdir(parents=True, exist_ok=True)
     marker = Path(path) / f".shared-check-{uuid.uuid4().hex}"
@@ -112,23 +116,33 @@ def check_storage_shared(path: str) -> None:
 
 
 @ray.remote
-def _frozen_task(config: dict[str, Any], data: TrainingData, key: str) -> np.ndarray | None:
-    """One frozen part's activations for all images, on this task's GPU if it has one (disk-cached there)."""
+def _frozen_task(config: dict[str, Any], data: TrainingData, key: str,
+                 base: dict[str, np.ndarray] | None = None) -> np.ndarray | None:
+    """One frozen part's activations for all images, on this task's GPU if it has one (disk-cached there);
+    `base`: the named base's weights, shipped by the driver (no node builds one of its own)."""
     cfg = config_from_dict(config, where="trial config")
     device = pick_device()
     cached = load_cached(key, device.type)
     if cached is not None:  # this node computed the set before: no model to build
         return cached
+    if base is not None:
+        provide(cfg.model.weights, base)
     model = build_model(cfg.model, cfg.data.image_size, seed=cfg.train.seed).to(device)
     z = frozen_features(model, data.images, key, device)
     return None if z is None else np.ascontiguousarray(z.numpy())
 
 
-def ensure_bases(study: StudyConfig) -> None:
-    """The conv bases pretrained here that the study names (`model.weights: glyphs`) are built by the
-    driver, once, before any task or trial loads one (on this node they then come from its cache)."""
+def shared_bases(study: StudyConfig) -> dict[str, ray.ObjectRef]:
+    """The conv bases pretrained here that the study names (`model.weights: glyphs`), each built once by the
+    driver (or read from its cache) and put in the object store: every frozen-feature task and trial, on any
+    node, takes its weights from there, so no node builds or needs a cached base of its own."""
+    import torch
+
+    refs = {}
     for name in sorted({cfg.model.weights for cfg in study.trial_configs()} & set(NAMED_BASES)):
-        ensure_base(name)
+        state = torch.load(ensure_base(name), map_location="cpu", weights_only=True)
+        refs[name] = ray.put({k: v.numpy() for k, v in state.items()})
+    return refs
 
 
 def load_study_data(study: StudyConfig, progress: bool = True) -> dict[str, TrainingData]:
@@ -141,11 +155,16 @@ def load_study_data(study: StudyConfig, progress: bool = True) -> dict[str, Trai
     return out
 
 
-def shared_features(study: StudyConfig, data: dict[str, TrainingData]) -> dict[str, ray.ObjectRef]:
+def shared_features(study: StudyConfig, data: dict[str, TrainingData],
+                    bases: dict[str, ray.ObjectRef] | None = None) -> dict[str, ray.ObjectRef]:
     """Each distinct frozen part's activations (one per frozen key: weights, normalization, depth and the
     trial's own data), computed once by a Ray task with a trial's resources (a share of a GPU when the config
-    gives trials one); its result stays in the object store, where every trial that needs it reads it."""
-    ensure_bases(study)
+    gives trials one), the tasks spread over the nodes; its result stays in the object store, where every
+    trial that needs it reads it. `bases`: shared_bases(study), made here when not given.
+
+    Sets too large for the object store are left to the trials: each computes its own, once per node (the
+    first on a node under a file lock in that node's cache, hwr.features; the others then read it there)."""
+    bases = shared_bases(study) if bases is None else bases
     seen: dict[str, tuple[Any, str]] = {}  # frozen key -> (a config that needs it, its data key)
     for cfg in study.trial_configs():
         dkey = data_key(cfg.data)
@@ -173,8 +192,9 @@ def shared_features(study: StudyConfig, data: dict[str, TrainingData]) -> dict[s
         print(f"Computing {len(missing)} frozen feature set(s) of {mb} MB each on "
               f"{'GPUs' if resources['gpu'] else 'CPUs'}.", flush=True)
         data_refs = {d: ray.put(data[d]) for d in dict.fromkeys(d for _, d in missing.values())}
-        task = _frozen_task.options(num_cpus=resources["cpu"], num_gpus=resources["gpu"])
-        refs.update({key: task.remote(cfg.to_dict(), data_refs[d], key) for key, (cfg, d) in missing.items()})
+        task = _frozen_task.options(num_cpus=resources["cpu"], num_gpus=resources["gpu"], scheduling_strategy="SPREAD")
+        refs.update({key: task.remote(cfg.to_dict(), data_refs[d], key, bases.get(cfg.model.weights))
+                     for key, (cfg, d) in missing.items()})
     # Wait here, before any trial holds resources the tasks need; the results stay in the object store.
     pending = list(refs.values())
     while pending:
@@ -188,9 +208,11 @@ def checkpoint_policy(study: StudyConfig) -> CheckpointPolicy:
     return CheckpointPolicy(every=run.checkpoint_every, seconds=run.checkpoint_seconds, keep_best=run.keep_best)
 
 
-def make_trainable(study: StudyConfig, data: dict[str, TrainingData], features: dict[str, ray.ObjectRef]):
+def make_trainable(study: StudyConfig, data: dict[str, TrainingData], features: dict[str, ray.ObjectRef],
+                   bases: dict[str, ray.ObjectRef] | None = None):
     fn = _hwr_part_to(train_trial) if study.specifications else train_trial  # a Tune config has `specification`
-    trainable = ray.tune.with_parameters(fn, data=data, features=features, policy=checkpoint_policy(study))
+    trainable = ray.tune.with_parameters(fn, data=data, features=features, policy=checkpoint_policy(study),
+                                         bases=bases or {})
     return ray.tune.with_resources(trainable, trial_resources(study))
 
 
@@ -207,12 +229,11 @@ def trial_resources(study: StudyConfig) -> dict[str, float]:
 
 
 def run_config(study: StudyConfig, callbacks: Sequence[Callback] = ()) -> RunConfig:
-    storage = study.run.storage_path
-    if "://" not in storage:
-        storage = str(Path(storage).resolve())
+    """Tune's run settings: a URI storage_path goes to Tune as it is (Tune opens it with pyarrow.fs, its query
+    string included: `s3://bucket/prefix?endpoint_override=HOST:PORT&scheme=http`)."""
     return RunConfig(
         name=study.name,
-        storage_path=storage,
+        storage_path=storage_root(study),
         failure_config=FailureConfig(max_failures=study.run.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=study.run.keep_checkpoints),
         callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), TBXLoggerCallback(), *callbacks],
@@ -257,7 +278,7 @@ def _stored_study(path: str) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         doc = e
     if not isinstance(doc, dict):
-        raise StateError(f"{path}/{STUDY_FILE} is damaged (not the study's YAML), so this experiment cannot be "
+        raise StateError(f"{shown(join(path, STUDY_FILE))} is damaged (not the study's YAML), so this experiment cannot be "
                          "resumed: start over with `hwr-study run --fresh`.")
     return doc
 
@@ -302,10 +323,10 @@ def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None
         current = {**study.to_dict(), "lr_by_arm": _lr_doc(lr_by_arm, study.lr_keys)}
         if stored is not None and _comparable(stored) != _comparable(current):
             raise StudyError(
-                f"{path} holds the experiment of another config; pass --fresh to start over or choose another name.")
+                f"{shown(path)} holds the experiment of another config; pass --fresh to start over or choose another name.")
         resume = resumable(path)  # StateError naming the damaged file, before Ray starts
         if resume and stored is None:
-            raise StateError(f"{path} holds Tune state but no {STUDY_FILE} saying which study it is: start over "
+            raise StateError(f"{shown(path)} holds Tune state but no {STUDY_FILE} saying which study it is: start over "
                              "with `hwr-study run --fresh`.")
 
         # The data first: a cache miss decodes with a process pool, which must not fork Ray's threaded driver.
@@ -315,9 +336,10 @@ def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None
             data = {data_key(c.data): data for c in study.trial_configs()}
         init_ray()
         check_cluster(study)
-        check_storage_shared(str(Path(path).parent) if "://" not in path else path)
-        features = shared_features(study, data)
-        trainable = make_trainable(study, data, features)
+        check_storage_shared(storage_root(study))
+        bases = shared_bases(study)  # built once, here, and shipped to every node
+        features = shared_features(study, data, bases)
+        trainable = make_trainable(study, data, features, bases)
         space = param_space(study, lr_by_arm)
         if progress:  # the driver's (or the Ray job's) log gets `hwr-study status` every 5 minutes
             from study.status import StatusCallback
@@ -330,9 +352,9 @@ def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None
 
         if resume:
             if not tuner_pkl_ok(path):  # a driver killed while Tune wrote it (ray#58179)
-                print(f"{path}/{TUNER_PKL} is damaged; writing it again from the study's config ({STUDY_FILE}).")
+                print(f"{shown(join(path, TUNER_PKL))} is damaged; writing it again from the study's config ({STUDY_FILE}).")
                 new_tuner()
-            print(f"Resuming {path}: finished trials are kept, unfinished ones continue from their checkpoints.")
+            print(f"Resuming {shown(path)}: finished trials are kept, unfinished ones continue from their checkpoints.")
             tuner = Tuner.restore(path, trainable=trainable, resume_errored=True, param_space=space)
         else:
             _write_study(path, study, lr_by_arm)
@@ -340,7 +362,7 @@ def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None
         results = tuner.fit()
         grid = finished(results, _expected_trials(study, path, lr_by_arm), LAST_KEY)  # Ctrl-C: KeyboardInterrupt
     errors = [r for r in grid if r.error is not None]
-    print(f"Study {study.name}: {len(grid)} trials, {len(errors)} errored; experiment in {path}")
+    print(f"Study {study.name}: {len(grid)} trials, {len(errors)} errored; experiment in {shown(path)}")
     if errors and not study.run.allow_errors:
         raise TrialsErrored(path, errors)
     return path

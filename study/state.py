@@ -3,30 +3,25 @@
 Asked to restore an experiment, Ray Tune fails with a traceback on a damaged `tuner.pkl`, and when it cannot
 read one of its state files it logs "Failed to restore the run state" and *starts the experiment over in
 the same folder*: every trial runs a second time beside the first, and the analysis sees each one twice.
-A trial folder deleted by hand is silently taken as finished with no results. Nothing stops two drivers
-from writing one experiment at once either. So, before Tune is asked:
+A trial folder deleted by hand is silently taken as finished with no results. So, before Tune is
+asked (on a local folder or in object storage alike: every read goes through pyarrow.fs):
 
 - `resumable(path)` reads the newest of each state file Tune will read and checks that every trial that
   started still has its folder; a problem is a `StateError`: one sentence naming the file and the way out.
 - `tuner_pkl_ok(path)`: whether `tuner.pkl` loads (`run_study` writes a damaged one again from the config).
-- `lock(path)` holds an exclusive lock beside a local experiment while a driver runs it; a second driver
-  on the same experiment is refused at once. The lock is released when its process ends, however it ends.
+- (study.lease: `lock(path)`, one driver per experiment, local or in object storage.)
 - `finished(grid, expected)`: on Ctrl-C Tune stops, saves its state and *returns* as if done; this turns
   that into the KeyboardInterrupt it was, so that no report or best-lr file is made of part of a study.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import fnmatch
 import json
 import logging
 import os
 import re
-import socket
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow.fs
 import ray.cloudpickle
@@ -36,6 +31,7 @@ from ray.tune.execution.tune_controller import TuneController
 from ray.tune.search import BasicVariantGenerator, SearchGenerator, Searcher
 
 from hwr.errors import UserError
+from study.storage import StorageError, is_uri, join, open_fs, shown
 
 TUNER_PKL = "tuner.pkl"
 EXPERIMENT_STATE = TuneController.CKPT_FILE_TMPL.format("*")
@@ -78,16 +74,14 @@ def _first_error_line(error: BaseException) -> str:
 
 
 def fs_and_path(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
-    """The filesystem and path of a local path or an s3://, gs://... URI."""
-    if "://" in uri:
-        return pyarrow.fs.FileSystem.from_uri(uri)
-    return pyarrow.fs.LocalFileSystem(), uri
+    """The filesystem and path of a local path or an s3://, gs://... URI (StorageError: one pyarrow cannot open)."""
+    return open_fs(uri)
 
 
 def shown_path(path: str) -> str:
     """How reports and files name an experiment: a URI as it is, a local path relative to the working directory
     (the project), so that no committed file carries a machine's absolute path."""
-    return path if "://" in path else os.path.relpath(Path(path).resolve(), Path.cwd())
+    return shown(path) if is_uri(path) else os.path.relpath(Path(path).resolve(), Path.cwd())
 
 
 def _listing(path: str) -> tuple[pyarrow.fs.FileSystem, str, dict[str, pyarrow.fs.FileInfo]]:
@@ -128,13 +122,13 @@ def resumable(path: str) -> bool:
                         and not n.startswith("."))
     if newest is None:
         if trial_dirs:
-            raise StateError(f"{path} holds {len(trial_dirs)} trial folder(s) but no {EXPERIMENT_STATE} to resume "
+            raise StateError(f"{shown(path)} holds {len(trial_dirs)} trial folder(s) but no {EXPERIMENT_STATE} to resume "
                              f"them from: {FRESH}.")
         return False
     try:
         json.loads(_read(fs, f"{p}/{newest}"))
     except (OSError, ValueError) as e:
-        raise StateError(f"{path}/{newest} is damaged ({_why(e)}), so Tune cannot resume this experiment: "
+        raise StateError(f"{shown(join(path, newest))} is damaged ({_why(e)}), so Tune cannot resume this experiment: "
                          f"{FRESH}.") from None
     for pattern in OTHER_STATE:
         if (name := _newest(entries, pattern)) is None:
@@ -142,7 +136,7 @@ def resumable(path: str) -> bool:
         try:
             ray.cloudpickle.loads(_read(fs, f"{p}/{name}"))
         except Exception as e:  # noqa: BLE001 - a truncated pickle raises many types
-            raise StateError(f"{path}/{name} is damaged ({_why(e)}), so Tune cannot resume this experiment: "
+            raise StateError(f"{shown(join(path, name))} is damaged ({_why(e)}), so Tune cannot resume this experiment: "
                              f"{FRESH}.") from None
     quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
     level = quiet.level
@@ -154,7 +148,7 @@ def resumable(path: str) -> bool:
     for trial in trials:
         name = Path(trial.path).name
         if trial.status != "PENDING" and name not in entries:
-            raise StateError(f"the folder {name} of trial {trial.trial_id} ({trial.status}) is missing from {path}, "
+            raise StateError(f"the folder {name} of trial {trial.trial_id} ({trial.status}) is missing from {shown(path)}, "
                              f"so its results are lost: put it back, or {FRESH}.")
     return True
 
@@ -173,31 +167,4 @@ def finished(grid: ResultGrid, expected: int, last_key: str) -> ResultGrid:
     return grid
 
 
-@contextlib.contextmanager
-def lock(path: str) -> Iterator[None]:
-    """Hold an exclusive lock on the experiment at local `path` while the block runs; StateError at once
-    if another process holds it. Storage given by URI (s3://, gs://) is not locked."""
-    if "://" in path:
-        yield
-        return
-    folder = Path(path)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            raise StateError(f"{path} is being run by another hwr-study ({holder}); wait for it to end, "
-                             "or give this study another name with --set name=...") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-__all__ = ["StateError", "finished", "fs_and_path", "lock", "resumable", "shown_path", "tuner_pkl_ok"]
+__all__ = ["StateError", "StorageError", "finished", "fs_and_path", "resumable", "shown_path", "tuner_pkl_ok"]

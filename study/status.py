@@ -1,7 +1,7 @@
 """Where a study stands, from its experiment's storage alone: `hwr-study status EXPERIMENT [--watch]`.
 
 It works while the driver runs and after it died, on a local folder or an s3://, gs:// URI, and reads only
-what the experiment holds: Tune's newest `experiment_state-*.json` (the trials, their statuses and configs),
+what the experiment holds (and the driver's lock or lease beside it, study.lease): Tune's newest `experiment_state-*.json` (the trials, their statuses and configs),
 each trial's `result.json` (a line cut short is skipped, as `study.experiment` does) and `study.yaml`.
 
 - Per arm (activation+normalization) and specification (the other grid axes but the seed): trials done
@@ -21,13 +21,11 @@ each trial's `result.json` (a line cut short is skipped, as `study.experiment` d
 
 from __future__ import annotations
 
-import fcntl
 import fnmatch
 import json
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,8 +35,10 @@ import ray.tune
 from hwr.config import ConfigError
 from study.analysis.params import AnalysisParams
 from study.experiment import parse_results, read_study_doc
+from study.lease import driver_state
 from study.seeds import adaptive_of, planned_trials
 from study.state import EXPERIMENT_STATE, StateError, _read, fs_and_path
+from study.storage import join, name_of, shown
 from study.trainable import LAST_KEY
 
 from study.analysis.sequential import confidence_sequence
@@ -81,7 +81,7 @@ class Verdict:
 class StudyStatus:
     path: str
     name: str
-    driver: str                  # running, not running, unknown (storage given by URI)
+    driver: str                  # running, not running (study.lease: the lock or lease), unknown (unreadable)
     trials: list[TrialStatus]
     planned: int                 # trials the grid holds
     elapsed_s: float
@@ -135,24 +135,6 @@ def _experiment_state(fs: pyarrow.fs.FileSystem, p: str, shown: str) -> dict | N
     raise StateError(f"{shown}/{newest} cannot be read as Tune's experiment state (damaged, or not Tune's).")
 
 
-def _driver(path: str) -> str:
-    """Whether an `hwr-study run` holds the experiment's lock (study.state.lock) now."""
-    if "://" in path:
-        return "unknown"
-    folder = Path(path)
-    try:
-        f = open(folder.parent / f".{folder.name}.lock")
-    except OSError:
-        return "not running"
-    with f:
-        try:  # a shared lock, released at once: refused while a driver holds its exclusive one
-            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return "running"
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return "not running"
-
-
 def _flat(config: dict) -> dict:
     return {k: v for section in ("data", "model", "train") for k, v in (config.get(section) or {}).items()}
 
@@ -197,8 +179,8 @@ def read_status(path: str, *, live: dict[str, str] | None = None, driver: str | 
     try:
         params = AnalysisParams.from_dict(doc.get("analysis") or {})
     except ValueError as e:
-        raise ConfigError(f"{e} (in {path}/study.yaml)") from None
-    driver = driver or ("running" if live is not None else _driver(path))
+        raise ConfigError(f"{e} (in {shown(join(path, 'study.yaml'))})") from None
+    driver = driver or ("running" if live is not None else driver_state(path))
     fs, p = fs_and_path(path)
     state = _experiment_state(fs, p, path)
     spec_keys = _spec_keys(doc)
@@ -240,7 +222,7 @@ def read_status(path: str, *, live: dict[str, str] | None = None, driver: str | 
     if state is None:
         notes.append("Tune has written no experiment state yet: no trial has started.")
     return StudyStatus(
-        path=path, name=doc.get("name") or Path(path).name, driver=driver, trials=trials, planned=planned,
+        path=path, name=doc.get("name") or name_of(path), driver=driver, trials=trials, planned=planned,
         elapsed_s=elapsed, remaining_s=remaining, parallel=parallel,
         verdicts=verdicts(trials, params), faster=_label(params.faster_arm), slower=_label(params.slower_arm),
         confidence=params.confidence, notes=notes)
@@ -298,9 +280,9 @@ def render(st: StudyStatus) -> str:
     done_ep = sum(t.epochs_done for t in st.trials)
     plan_ep = sum(t.epochs_planned for t in st.trials)
     where = {"running": "the driver is running", "not running": "no driver is running",
-             "unknown": "storage by URI: whether a driver runs is not known"}[st.driver]
+             "unknown": "whether a driver runs is not known (its lease cannot be read)"}[st.driver]
     phase = "finished" if st.ended else ("stopped" if st.driver == "not running" else "in progress")
-    lines = [f"Study {st.name}: {phase} ({where}); {st.path}",
+    lines = [f"Study {st.name}: {phase} ({where}); {shown(st.path)}",
              f"trials: {st.planned} planned, " + ", ".join(f"{totals[s]} {s}" for s in STATES)
              + f"; epochs: {done_ep:g} of {plan_ep:g} done"]
     if phase == "stopped" and totals["pending"]:

@@ -26,6 +26,7 @@ import ray
 import ray.tune
 import torch
 
+from hwr.bases import provide
 from hwr.config import DataConfig, config_from_dict
 from hwr.features import frozen_key
 from hwr.checkpoint import CHECKPOINT_FILE, CheckpointPolicy, checkpoint_problem
@@ -67,10 +68,12 @@ def data_key(section: DataConfig) -> str:
 
 
 def train_trial(config: dict[str, Any], data: dict[str, TrainingData], features: dict[str, Any] | None = None,
-                policy: CheckpointPolicy = CheckpointPolicy(keep_best=False)) -> None:
+                policy: CheckpointPolicy = CheckpointPolicy(keep_best=False),
+                bases: dict[str, Any] | None = None) -> None:
     """Tune function trainable. `config` is a nested hwr config; `data` maps each data section of the grid
     (`data_key`) to its loaded images, of which the trial takes its own; `features` maps frozen keys to
-    ObjectRefs; `policy` is the study's checkpoint policy (`run:` keys)."""
+    ObjectRefs; `policy` is the study's checkpoint policy (`run:` keys); `bases` maps the named bases the
+    study uses to ObjectRefs of their weights (built once by the driver: no node builds its own)."""
     cfg = config_from_dict(config, where="trial config")
     data = data[data_key(cfg.data)]
     key = frozen_key(cfg, data.key)
@@ -81,6 +84,8 @@ def train_trial(config: dict[str, Any], data: dict[str, TrainingData], features:
             with warnings.catch_warnings():  # the object store's arrays are read-only; we never write to them
                 warnings.simplefilter("ignore", UserWarning)
                 frozen = torch.from_numpy(array)
+    if bases and cfg.model.weights in bases and (frozen is None or cfg.model.trainable_from != "none"):
+        provide(cfg.model.weights, ray.get(bases[cfg.model.weights]))  # the conv base is built in this trial
 
     with tempfile.TemporaryDirectory(prefix="hwr-trial-") as work:
         work = Path(work)

@@ -75,7 +75,7 @@ def record_trial(config, data, features=None, policy=None):
 
 
 @ray.remote
-def record_frozen(config, data, key):
+def record_frozen(config, data, key, base=None):
     """Stands in for study.run._frozen_task: records its resources; no activations (trials would compute theirs)."""
     ray.get(ray.get_actor(GATE).note.remote({**_what_ray_gave(), "key": key}))
     return None

@@ -26,6 +26,7 @@ import yaml
 
 from study.analysis.params import AnalysisParams
 from study.cli import main
+from study.lease import Lease
 from study.status import StatusCallback, TrialStatus, _bounds, confidence_sequence, read_status, verdicts
 from study_helpers import write_study
 
@@ -110,26 +111,31 @@ def test_while_a_driver_runs_and_by_uri(tmp_path, capsys):
         arm("relu", "per_image", 1, "PENDING", []),
     ])
     assert [t.state for t in read_status(str(exp), driver="running").trials] == ["running", "running", "pending"]
-    assert main(["status", f"file://{exp}"]) == 0  # storage by URI, through pyarrow.fs
+    with Lease(f"file://{exp}"):  # storage by URI, through pyarrow.fs: a driver holds its lease (study.lease)
+        assert main(["status", f"file://{exp}"]) == 0
     out = capsys.readouterr().out
-    assert "whether a driver runs is not known" in out and "2 running" in out and "file://" in out.splitlines()[0]
+    assert "the driver is running" in out and "2 running" in out and "file://" in out.splitlines()[0]
+    assert main(["status", f"file://{exp}"]) == 0  # the lease given back: no driver
+    assert "no driver is running" in capsys.readouterr().out
 
 
 def test_watch_refreshes_until_ctrl_c(tmp_path):
     exp = fake_experiment(tmp_path, [arm("selu", "none", 0, "RUNNING", [rec(1, 0.5)])])
     log = tmp_path / "watch.log"
-    with open(log, "w") as out:  # by URI: no lock to tell that no driver runs, so it watches on
+    lease = Lease(f"file://{exp}").__enter__()  # by URI: a live driver's lease, so it watches on
+    with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "study", "status", f"file://{exp}", "--watch", "0.2"],
                                 cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a busy machine: the CLI's start alone can take a minute
         while log.read_text().count("Study fake:") < 2 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
         assert log.read_text().count("Study fake:") >= 2, log.read_text()[-2000:]  # refreshed
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=60) == 130
     finally:
+        lease.__exit__(None, None, None)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     text = log.read_text()
