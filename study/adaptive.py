@@ -41,17 +41,22 @@ experiment folder). A trial restarted under a new id is recognised from the conf
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import fnmatch
 import functools
 import json
 import math
 import pickle
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.fs
 from ray.tune.search import Searcher
 
 from study.analysis.sequential import sequential_decision
@@ -317,13 +322,35 @@ def _tuned_lr(lr_by_arm: dict[tuple, float], keys: tuple[str, ...], config: dict
 
 
 def saved_searcher(study, path: str, lr_by_arm: dict[tuple, float] | None = None) -> AdaptiveSeedSearcher | None:
-    """The searcher as Tune last saved it in the experiment at `path`, or None when it saved none yet."""
+    """The searcher as Tune last saved it in the experiment at `path` (a folder or a URI), or None when it
+    saved none yet."""
     searcher = study_searcher(study, lr_by_arm)
-    try:
-        searcher.restore_from_dir(path)
-    except RuntimeError:  # no searcher-state file: no trial was suggested yet
-        return None
+    with _searcher_files(path) as folder:
+        try:
+            searcher.restore_from_dir(folder)
+        except RuntimeError:  # no searcher-state file: no trial was suggested yet
+            return None
     return searcher
+
+
+@contextlib.contextmanager
+def _searcher_files(path: str) -> Iterator[str]:
+    """A local folder holding the experiment's searcher-state files: `path` itself, or for a URI a temporary
+    copy of them (Searcher.restore_from_dir globs a local folder)."""
+    from study.state import fs_and_path
+    from study.storage import is_uri
+
+    if not is_uri(path):
+        yield path
+        return
+    fs, p = fs_and_path(path)
+    pattern = Searcher.CKPT_FILE_TMPL.format("*")
+    with tempfile.TemporaryDirectory(prefix="hwr-searcher-") as tmp:
+        for info in fs.get_file_info(pyarrow.fs.FileSelector(p, allow_not_found=True)):
+            if info.type == pyarrow.fs.FileType.File and fnmatch.fnmatch(info.base_name, pattern):
+                with fs.open_input_stream(info.path) as f:
+                    Path(tmp, info.base_name).write_bytes(f.readall())
+        yield tmp
 
 
 def decisions(searcher: AdaptiveSeedSearcher, spec_keys: Sequence[str] = ()) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 import itertools
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -158,6 +159,29 @@ def test_save_and_restore_continue_as_if_uninterrupted(tmp_path):
     wrong = AdaptiveSeedSearcher([SPEC], [RELU, SELU], AdaptiveSeeds())
     with pytest.raises(ValueError, match="other specifications or arms"):
         wrong.restore(str(tmp_path / "state.pkl"))
+
+
+def test_the_saved_searcher_is_found_in_an_experiment_given_by_uri(tmp_path):
+    """A study in object storage: Searcher.restore_from_dir globs a local folder, so the searcher-state files
+    are copied out of the URI's experiment first (a file:// URI here, through pyarrow.fs as S3 is)."""
+    from study.adaptive import _searcher_files
+
+    searcher = AdaptiveSeedSearcher([SPEC], [SELU, RELU], AdaptiveSeeds(max=20))
+    drive(searcher, CLEAR, order="oldest", until=3, concurrency=1)
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    searcher.save(str(exp / Searcher.CKPT_FILE_TMPL.format("2026-12-02_05-00-00")))
+    (exp / "experiment_state-2026-12-02_05-00-00.json").write_text("{}")
+    with _searcher_files(f"file://{exp}") as folder:
+        assert folder != str(exp)
+        assert sorted(p.name for p in Path(folder).iterdir()) == ["searcher-state-2026-12-02_05-00-00.pkl"]
+        again = AdaptiveSeedSearcher([SPEC], [SELU, RELU], AdaptiveSeeds(max=20))
+        again.restore_from_dir(folder)
+    assert again.summary() == searcher.summary()
+    with _searcher_files(f"file://{tmp_path / 'not-yet'}") as folder:
+        assert list(Path(folder).iterdir()) == []
+    with _searcher_files(str(exp)) as folder:  # a local experiment is read in place
+        assert folder == str(exp)
 
 
 def test_an_errored_compared_trial_drops_its_seed_and_a_new_one_replaces_it():
