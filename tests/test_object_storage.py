@@ -25,7 +25,7 @@ import pyarrow.fs
 import pytest
 import yaml
 
-from ray_nodes import BIN, Node, free_port
+from ray_nodes import AUTH, BIN, Node, free_port
 from study_helpers import write_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
@@ -39,7 +39,7 @@ TRIALS = 2 * len(SEEDS)
 
 def env(**extra) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    return {**base, **KEYS, "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0",
+    return {**base, **KEYS, **AUTH, "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **extra}
 
 
@@ -157,7 +157,7 @@ def cluster(tmp_path_factory):
     head = Node("head", tmp, env(HWR_TEST_PAUSE_FILE=str(pause), PATH=f"{BIN}:{os.environ['PATH']}"), cpus=2,
                 head=True)
     try:
-        wait_for(head.started, 300, "the head node", head.proc)
+        wait_for(head.started, 900, "the head node", head.proc)
         yield head.address, pause
     finally:
         head.stop()
