@@ -141,8 +141,10 @@ def test_a_worker_node_killed_mid_trial_the_study_ends_on_the_head(node_died, mo
     assert last[EPOCHS]["test_acc"] == pytest.approx(ref.test_acc, abs=1e-9)
     sizes = [f.stat().st_size for d in dirs for f in d.glob("checkpoint_*/checkpoint.pt")]
     record(record_property, "kill -9 of a worker node's raylet (head + worker, `ray start`), its trial mid-epoch "
-           f"{last_on_dead + 1} with a checkpoint after epoch {last_on_dead}",
-           "Tune retried the trial on the head from its checkpoint (run.max_failures); the study finished on the "
+           f"{last_on_dead + 1:g} with a checkpoint after epoch {last_on_dead:g}",
+           f"the driver logged the trial as errored (ActorUnavailableError) and Tune retried it on the head "
+           f"{rows[moved[0]]['timestamp'] - rows[moved[0] - 1]['timestamp']:.0f} s after its last report there, "
+           "from its checkpoint (run.max_failures); the study finished on the "
            "head (exit 0), 4 trials once each; the resumed trial's metrics equal an uninterrupted run "
            f"(checkpoints every epoch: {max(sizes) / 1e6:.1f} MB each, 32 px frozen head with Adam)",
            f"the epoch in flight ({repeated} reported epoch repeated)")
