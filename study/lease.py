@@ -145,8 +145,8 @@ def held_by(path: str, record: dict[str, Any]) -> str:
     age = time.time() - float(record.get("renewed", 0))
     left = max(0.0, float(record.get("lease_s", LEASE_S)) - age)
     return (f"{shown(path)} is being run by another hwr-study (pid {record.get('pid')} on {record.get('host')}, "
-            f"its lease renewed {age:.0f} s ago); wait for it to end, {OTHER_NAME} (the lease of a driver that "
-            f"died expires {left:.0f} s after its last renewal).")
+            f"its lease renewed {age:.0f} s ago); wait for it to end, {OTHER_NAME} (if that driver died, its "
+            f"lease expires in {left:.0f} s).")
 
 
 class Lease:

@@ -35,7 +35,7 @@ from study.run import check_cluster, delete_experiment, experiment_path, init_ra
     run_config, shared_bases, shared_features
 from study.specs import hwr_sections
 from study.lease import lock
-from study.state import resumable, shown_path
+from study.state import repair_lost_checkpoints, resumable, shown_path
 from study.trainable import LAST_KEY
 
 
@@ -169,6 +169,8 @@ def lr_search(study: StudyConfig, *, fresh: bool = False, out: Path | None = Non
             if fresh:
                 delete_experiment(path)
             if resumable(path):
+                for line in repair_lost_checkpoints(path):
+                    print(line)
                 tuner = Tuner.restore(path, trainable=trainable, resume_errored=True)
             else:
                 tuner = Tuner(trainable, param_space=group_space(study, group), run_config=run,

@@ -38,7 +38,7 @@ from study.lr_file import read_lr_file
 from study.specs import hwr_sections
 from study.lease import lock
 from study.state import (STUDY_FILE, TUNER_PKL, StateError, StudyError, TrialsErrored, finished, fs_and_path,
-                         resumable, tuner_pkl_ok)
+                         repair_lost_checkpoints, resumable, tuner_pkl_ok)
 from study.storage import absolute, is_uri, join, shown
 from study.trainable import LAST_KEY, data_key, train_trial
 
@@ -355,6 +355,8 @@ def run_study(study: StudyConfig, *, fresh: bool = False, lr_by_arm: dict | None
                 print(f"{shown(join(path, TUNER_PKL))} is damaged; writing it again from the study's config ({STUDY_FILE}).")
                 new_tuner()
             print(f"Resuming {shown(path)}: finished trials are kept, unfinished ones continue from their checkpoints.")
+            for line in repair_lost_checkpoints(path):
+                print(line)
             tuner = Tuner.restore(path, trainable=trainable, resume_errored=True, param_space=space)
         else:
             _write_study(path, study, lr_by_arm)

@@ -9,6 +9,9 @@ asked (on a local folder or in object storage alike: every read goes through pya
 - `resumable(path)` reads the newest of each state file Tune will read and checks that every trial that
   started still has its folder; a problem is a `StateError`: one sentence naming the file and the way out.
 - `tuner_pkl_ok(path)`: whether `tuner.pkl` loads (`run_study` writes a damaged one again from the config).
+- `repair_lost_checkpoints(path)`: a killed driver's experiment state can name a checkpoint Tune deleted
+  since (it reaches storage a sync later than the checkpoints do: seconds on object storage); this puts a
+  checkpoint the trial's history reaches back in its place, so that Tune can resume the trial at all.
 - (study.lease: `lock(path)`, one driver per experiment, local or in object storage.)
 - `finished(grid, expected)`: on Ctrl-C Tune stops, saves its state and *returns* as if done; this turns
   that into the KeyboardInterrupt it was, so that no report or best-lr file is made of part of a study.
@@ -20,6 +23,7 @@ import fnmatch
 import json
 import logging
 import os
+import posixpath
 import re
 from pathlib import Path
 
@@ -138,19 +142,69 @@ def resumable(path: str) -> bool:
         except Exception as e:  # noqa: BLE001 - a truncated pickle raises many types
             raise StateError(f"{shown(join(path, name))} is damaged ({_why(e)}), so Tune cannot resume this experiment: "
                              f"{FRESH}.") from None
-    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # it warns about the missing folders this looks for
-    try:
-        trials = ExperimentAnalysis(path).trials
-    finally:
-        quiet.setLevel(level)
-    for trial in trials:
+    for trial in _trials(path):
         name = Path(trial.path).name
         if trial.status != "PENDING" and name not in entries:
             raise StateError(f"the folder {name} of trial {trial.trial_id} ({trial.status}) is missing from {shown(path)}, "
                              f"so its results are lost: put it back, or {FRESH}.")
     return True
+
+
+def _trials(path: str) -> list:
+    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # it warns about missing folders and result files, which callers look for
+    try:
+        return ExperimentAnalysis(path).trials
+    finally:
+        quiet.setLevel(level)
+
+
+LOST_NOTE = "LOST.txt"
+
+
+def repair_lost_checkpoints(path: str) -> list[str]:
+    """For each trial Tune will resume whose recorded newest checkpoint is gone from storage (Tune kept only
+    `run.keep_checkpoints` newer ones, written after the state it had saved), put back in its place the
+    newest remaining checkpoint that the trial's result.json reaches (its history then has no gap: the epochs
+    after it are run again), or, when there is none, a note in place of the checkpoint, which makes the
+    trial start over from its first epoch (study.trainable). Returns one line per trial repaired."""
+    fs, _ = fs_and_path(path)
+    done = []
+    for trial in _trials(path):
+        if trial.status == "TERMINATED" or trial.checkpoint is None:
+            continue
+        target = trial.checkpoint.path
+        folder, name = posixpath.split(target)
+        if fs.get_file_info(target).type != pyarrow.fs.FileType.NotFound or \
+                fs.get_file_info(folder).type != pyarrow.fs.FileType.Directory:
+            continue
+        rows = []
+        try:
+            for line in _read(fs, f"{folder}/result.json").decode(errors="replace").splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    pass
+        except OSError:
+            pass
+        reached = max((float(r.get("epoch", 0)) for r in rows), default=0.0)
+        saved = {r["checkpoint_dir_name"]: float(r.get("epoch", 0)) for r in rows if r.get("checkpoint_dir_name")}
+        usable = [(epoch, d) for d, epoch in saved.items() if d != name and epoch <= reached
+                  and fs.get_file_info(f"{folder}/{d}").type == pyarrow.fs.FileType.Directory]
+        if usable:
+            epoch, source = max(usable)
+            pyarrow.fs.copy_files(f"{folder}/{source}", target, source_filesystem=fs, destination_filesystem=fs)
+            how = f"it resumes from {source} (epoch {epoch:g}) instead"
+        else:
+            fs.create_dir(target, recursive=True)
+            with fs.open_output_stream(f"{target}/{LOST_NOTE}") as f:
+                f.write(b"Put here by hwr-study: Tune deleted this checkpoint before its experiment state reached "
+                        b"storage; the trial starts over.\n")
+            how = "no checkpoint its history reaches is left, so it starts over from its first epoch"
+        done.append(f"Trial {trial.trial_id}: its checkpoint {name} was deleted after the state a killed driver "
+                    f"left was saved; {how}.")
+    return done
 
 
 def _why(e: Exception) -> str:
@@ -167,4 +221,5 @@ def finished(grid: ResultGrid, expected: int, last_key: str) -> ResultGrid:
     return grid
 
 
-__all__ = ["StateError", "StorageError", "finished", "fs_and_path", "resumable", "shown_path", "tuner_pkl_ok"]
+__all__ = ["StateError", "StorageError", "finished", "fs_and_path", "repair_lost_checkpoints", "resumable",
+           "shown_path", "tuner_pkl_ok"]

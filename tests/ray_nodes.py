@@ -5,6 +5,7 @@ waits on an agent to publish its port), stopped with everything they started."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -44,6 +45,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Token authentication, as README's cluster set-up has it: one token for this test process's clusters, given
+# to the nodes and the drivers in RAY_AUTH_TOKEN (so that ~/.ray/auth_token, whoever wrote it, plays no part).
+AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+
+
 class Node:
     """One `ray start --block` (a raylet and its agents; its workers are its children); `stop()` ends them.
 
@@ -64,7 +70,8 @@ class Node:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", PATIENT_RAY, "start", "--block", *role, *ports, f"--num-cpus={cpus}", "--num-gpus=0",
                  "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp}", f"--object-store-memory={object_store_bytes}",
-                 "--disable-usage-stats"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                 "--disable-usage-stats"],
+                env={**env, **AUTH}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def started(self) -> bool:
         return "Ray runtime started" in self.log.read_text()

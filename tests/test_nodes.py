@@ -26,7 +26,7 @@ import pytest
 from hwr import bases
 from hwr.config import config_from_dict
 from hwr.train import fit, load_data
-from ray_nodes import BIN, Node
+from ray_nodes import AUTH, BIN, Node
 from study_helpers import results, trial_dirs, write_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
@@ -62,7 +62,7 @@ def node_died(tmp_path_factory):
     pause.touch()
     base_env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0", "HWR_TEST_TINY_BASE": "1",
                 "HWR_TEST_PAUSE_FILE": str(pause), "PATH": f"{BIN}:{os.environ['PATH']}",
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **AUTH}
     base_env.pop("RAY_ADDRESS", None)
     config = write_study(tmp, "nodes", seeds=(0,), normalizations=("none", "per_image"), epochs=EPOCHS,
                          model={"weights": "glyphs-small", "trainable_from": "none"},
@@ -73,10 +73,10 @@ def node_died(tmp_path_factory):
     try:
         head = Node("head", tmp, {**base_env, "HWR_CACHE_DIR": str(caches["head"])}, head=True)
         nodes.append(head)
-        wait_for(head.started, 300, "the head node", head.proc)
+        wait_for(head.started, 900, "the head node", head.proc)
         worker = Node("worker", tmp, {**base_env, "HWR_CACHE_DIR": str(caches["worker"])}, address=head.address)
         nodes.append(worker)
-        wait_for(worker.started, 300, "the worker node", worker.proc)
+        wait_for(worker.started, 900, "the worker node", worker.proc)
         with open(tmp / "driver.log", "w") as log:
             driver = subprocess.Popen([sys.executable, "-m", "study", "run", str(config)], cwd=ROOT,
                                       env={**base_env, "HWR_CACHE_DIR": str(caches["head"]),
@@ -139,10 +139,14 @@ def test_a_worker_node_killed_mid_trial_the_study_ends_on_the_head(node_died, mo
     for h in ref.history:  # and it ends as if never interrupted
         assert last[h["epoch"]]["val_loss"] == pytest.approx(h["val_loss"], rel=1e-5), h["epoch"]
     assert last[EPOCHS]["test_acc"] == pytest.approx(ref.test_acc, abs=1e-9)
+    sizes = [f.stat().st_size for d in dirs for f in d.glob("checkpoint_*/checkpoint.pt")]
     record(record_property, "kill -9 of a worker node's raylet (head + worker, `ray start`), its trial mid-epoch "
-           f"{last_on_dead + 1} with a checkpoint after epoch {last_on_dead}",
-           "Tune retried the trial on the head from its checkpoint (run.max_failures); the study finished on the "
-           "head (exit 0), 4 trials once each; the resumed trial's metrics equal an uninterrupted run",
+           f"{last_on_dead + 1:g} with a checkpoint after epoch {last_on_dead:g}",
+           f"the driver logged the trial as errored (ActorUnavailableError) and Tune retried it on the head "
+           f"{rows[moved[0]]['timestamp'] - rows[moved[0] - 1]['timestamp']:.0f} s after its last report there, "
+           "from its checkpoint (run.max_failures); the study finished on the "
+           "head (exit 0), 4 trials once each; the resumed trial's metrics equal an uninterrupted run "
+           f"(checkpoints every epoch: {max(sizes) / 1e6:.1f} MB each, 32 px frozen head with Adam)",
            f"the epoch in flight ({repeated} reported epoch repeated)")
 
 
