@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 
@@ -42,3 +45,24 @@ def results(trial_dir: Path) -> list[dict]:
 
 def epochs_of(trial_dir: Path) -> list[int]:
     return [r["epoch"] for r in results(trial_dir)]
+
+
+def wait_for(condition, timeout: float, what: str, *procs: subprocess.Popen, every: float = 1.0):
+    """`condition()`'s first truthy value, polled every `every` s; the test fails when `timeout` passes or one of
+    `procs` exits first (naming `what` it was waiting for)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        for proc in procs:
+            if proc.poll() is not None:
+                pytest.fail(f"{' '.join(map(str, proc.args[:3]))} exited ({proc.returncode}) before {what}")
+        time.sleep(every)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def record(record_property, fault: str, outcome: str, lost: str) -> None:
+    """A fault test's row for docs/reliability.md (hwr-bench faults reads these properties)."""
+    record_property("fault", fault)
+    record_property("outcome", outcome)
+    record_property("lost", lost)
