@@ -37,9 +37,8 @@ from study.analysis.params import AnalysisParams
 from study.experiment import parse_results, read_study_doc
 from study.lease import driver_state
 from study.seeds import adaptive_of, planned_trials
-from study.state import EXPERIMENT_STATE, StateError, _read, fs_and_path
+from study.state import EXPERIMENT_STATE, LAST_KEY, StateError, _read, fs_and_path
 from study.storage import join, name_of, shown
-from study.trainable import LAST_KEY
 
 from study.analysis.sequential import confidence_sequence
 from study.analysis.speed import area_per_epoch
