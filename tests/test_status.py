@@ -313,3 +313,16 @@ def test_the_callback_prints_on_its_time_gate(tmp_path, capsys, monkeypatch):
     broken.show([])
     assert "could not read" in capsys.readouterr().out
     assert math.isclose(StatusCallback(str(exp), every_s=60).every_s, 60)
+
+
+def test_a_named_specification_is_the_trials_specification_in_status():
+    """A `specifications:` study's trials carry their specification's name in the Tune config (no search
+    axis says it): status counts and judges them per name, with any other search axis beside it."""
+    from study.status import _flat, _spec_of
+
+    cfg = {"model": {"activation": "selu", "dropout": 0.5}, "train": {"lr": 1e-3}, "specification": "dropout"}
+    assert _spec_of(cfg, _flat(cfg), []) == "dropout"
+    assert _spec_of(cfg, _flat(cfg), ["lr"]) == "dropout, lr=0.001"
+    plain = {k: v for k, v in cfg.items() if k != "specification"}
+    assert _spec_of(plain, _flat(plain), ["dropout"]) == "dropout=0.5"
+    assert _spec_of(plain, _flat(plain), []) == "-"
