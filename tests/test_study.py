@@ -199,7 +199,7 @@ def test_errored_trials_end_the_study_with_an_error_naming_them(local_ray, tmp_p
     import study.run
     from study.cli import main
 
-    def broken(config, data, features=None, policy=None):
+    def broken(config, data, features=None, policy=None, bases=None):
         raise RuntimeError(f"broken on purpose at seed {config['train']['seed']}")
 
     monkeypatch.setattr(study.run, "train_trial", broken)
