@@ -115,8 +115,11 @@ def run_driver(name: str, out_dir: Path, *args, env: dict[str, str] | None = Non
 @contextmanager
 def ray_head(log: Path, timeout: float = 300, **init_args) -> Iterator[dict[str, str]]:
     """A local Ray (`ray.init(**init_args)`) held by a child process (tests/drivers/ray_head.py) for a
-    module's drivers to join; yields their environment ({"RAY_ADDRESS": ...}), stops it on exit."""
-    env = child_env()
+    module's drivers to join; yields their environment (RAY_ADDRESS and its auth mode), stops it on exit."""
+    # A new local Ray turns token auth on where RAY_AUTH_MODE is unset; a driver given its address does not
+    # (Ray 2.60): both get the mode said, the token from ~/.ray/auth_token (made by the head if missing).
+    joining = {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+    env = child_env(**joining)
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, str(TESTS / "drivers" / "ray_head.py"), json.dumps(init_args)]
     with open(log, "w") as err, subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -125,7 +128,7 @@ def ray_head(log: Path, timeout: float = 300, **init_args) -> Iterator[dict[str,
             address = _line_after(proc, "RAY_ADDRESS=", timeout)
             assert address, (f"the Ray head was not up within {timeout:g} s (exit code {proc.poll()}):\n"
                              + log.read_text()[-4000:])
-            yield {"RAY_ADDRESS": address}
+            yield {**joining, "RAY_ADDRESS": address}
         finally:
             proc.stdin.close()  # the head shuts Ray down and exits
             with suppress(subprocess.TimeoutExpired):
