@@ -71,7 +71,12 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def run_child(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+# A child's limit: far past what any test's study takes on 2 busy cores, where it can only be a hang
+CHILD_TIMEOUT_S = 1800
+
+
+def run_child(cmd: list[str], env: dict[str, str] | None = None, timeout: float = CHILD_TIMEOUT_S
+              ) -> subprocess.CompletedProcess:
     """`cmd` from the repository root, in a session of its own, its output captured. Past `timeout` (or on
     Ctrl-C) it is killed with every process it started: a driver's local Ray is not left running."""
     with subprocess.Popen(cmd, cwd=ROOT, env=child_env(**(env or {})), stdout=subprocess.PIPE,
@@ -91,7 +96,8 @@ def kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def hwr_study(*args, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def hwr_study(*args, env: dict[str, str] | None = None, timeout: float = CHILD_TIMEOUT_S
+              ) -> subprocess.CompletedProcess:
     """`hwr-study ARGS` as a user runs it, from the repository root; its exit code and output."""
     return run_child([str(BIN / "hwr-study"), *map(str, args)], env=env, timeout=timeout)
 
@@ -104,7 +110,8 @@ def succeeded(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return proc
 
 
-def run_driver(name: str, out_dir: Path, *args, env: dict[str, str] | None = None, timeout: float = 600) -> dict:
+def run_driver(name: str, out_dir: Path, *args, env: dict[str, str] | None = None,
+               timeout: float = CHILD_TIMEOUT_S) -> dict:
     """tests/drivers/NAME.py OUT.json ARGS... with this interpreter; the JSON it wrote to OUT.json."""
     out = Path(out_dir) / f"{name}.json"
     succeeded(run_child([sys.executable, str(TESTS / "drivers" / f"{name}.py"), str(out), *map(str, args)], env=env,
