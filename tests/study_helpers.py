@@ -71,7 +71,12 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def run_child(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+# A child's limit: far past what any test's study takes on 2 busy cores, where it can only be a hang
+CHILD_TIMEOUT_S = 1800
+
+
+def run_child(cmd: list[str], env: dict[str, str] | None = None, timeout: float = CHILD_TIMEOUT_S
+              ) -> subprocess.CompletedProcess:
     """`cmd` from the repository root, in a session of its own, its output captured. Past `timeout` (or on
     Ctrl-C) it is killed with every process it started: a driver's local Ray is not left running."""
     with subprocess.Popen(cmd, cwd=ROOT, env=child_env(**(env or {})), stdout=subprocess.PIPE,
@@ -91,7 +96,8 @@ def kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def hwr_study(*args, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def hwr_study(*args, env: dict[str, str] | None = None, timeout: float = CHILD_TIMEOUT_S
+              ) -> subprocess.CompletedProcess:
     """`hwr-study ARGS` as a user runs it, from the repository root; its exit code and output."""
     return run_child([str(BIN / "hwr-study"), *map(str, args)], env=env, timeout=timeout)
 
@@ -104,7 +110,8 @@ def succeeded(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return proc
 
 
-def run_driver(name: str, out_dir: Path, *args, env: dict[str, str] | None = None, timeout: float = 600) -> dict:
+def run_driver(name: str, out_dir: Path, *args, env: dict[str, str] | None = None,
+               timeout: float = CHILD_TIMEOUT_S) -> dict:
     """tests/drivers/NAME.py OUT.json ARGS... with this interpreter; the JSON it wrote to OUT.json."""
     out = Path(out_dir) / f"{name}.json"
     succeeded(run_child([sys.executable, str(TESTS / "drivers" / f"{name}.py"), str(out), *map(str, args)], env=env,
@@ -115,8 +122,11 @@ def run_driver(name: str, out_dir: Path, *args, env: dict[str, str] | None = Non
 @contextmanager
 def ray_head(log: Path, timeout: float = 300, **init_args) -> Iterator[dict[str, str]]:
     """A local Ray (`ray.init(**init_args)`) held by a child process (tests/drivers/ray_head.py) for a
-    module's drivers to join; yields their environment ({"RAY_ADDRESS": ...}), stops it on exit."""
-    env = child_env()
+    module's drivers to join; yields their environment (RAY_ADDRESS and its auth mode), stops it on exit."""
+    # A new local Ray turns token auth on where RAY_AUTH_MODE is unset; a driver given its address does not
+    # (Ray 2.60): both get the mode said, the token from ~/.ray/auth_token (made by the head if missing).
+    joining = {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+    env = child_env(**joining)
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, str(TESTS / "drivers" / "ray_head.py"), json.dumps(init_args)]
     with open(log, "w") as err, subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -125,7 +135,7 @@ def ray_head(log: Path, timeout: float = 300, **init_args) -> Iterator[dict[str,
             address = _line_after(proc, "RAY_ADDRESS=", timeout)
             assert address, (f"the Ray head was not up within {timeout:g} s (exit code {proc.poll()}):\n"
                              + log.read_text()[-4000:])
-            yield {"RAY_ADDRESS": address}
+            yield {**joining, "RAY_ADDRESS": address}
         finally:
             proc.stdin.close()  # the head shuts Ray down and exits
             with suppress(subprocess.TimeoutExpired):
