@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from ray_nodes import AUTH
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 BIN = Path(sys.executable).parent  # the venv's console scripts: hwr-study, ray, tensorboard
@@ -124,8 +126,11 @@ def ray_head(log: Path, timeout: float = 300, **init_args) -> Iterator[dict[str,
     """A local Ray (`ray.init(**init_args)`) held by a child process (tests/drivers/ray_head.py) for a
     module's drivers to join; yields their environment (RAY_ADDRESS and its auth mode), stops it on exit."""
     # A new local Ray turns token auth on where RAY_AUTH_MODE is unset; a driver given its address does not
-    # (Ray 2.60): both get the mode said, the token from ~/.ray/auth_token (made by the head if missing).
-    joining = {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+    # (Ray 2.60): both get the mode said and, with token auth, this test process's own token in RAY_AUTH_TOKEN
+    # (tests/ray_nodes.AUTH), so that ~/.ray/auth_token, which another cluster on this machine may rewrite
+    # meanwhile, plays no part (it did: a driver refused with InvalidAuthToken).
+    mode = os.environ.get("RAY_AUTH_MODE", "token")
+    joining = {**AUTH, "RAY_AUTH_MODE": mode} if mode == "token" else {"RAY_AUTH_MODE": mode}
     env = child_env(**joining)
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, str(TESTS / "drivers" / "ray_head.py"), json.dumps(init_args)]
