@@ -56,7 +56,7 @@ def analyze(path: str, out: str | None) -> Path:
     from hwr.files import unwritable
     from study.analysis.params import AnalysisParams
     from study.analysis.report import write_report
-    from study.experiment import load_tables, read_adaptive, read_study_doc
+    from study.experiment import load_tables, progress, read_adaptive, read_study_doc
     from study.state import StudyError, resumable, shown_path
     from study.storage import absolute, name_of
 
@@ -69,12 +69,16 @@ def analyze(path: str, out: str | None) -> Path:
         raise ConfigError(f"The report folder {target} cannot be written: {why}.")
     resumable(path)  # a damaged state file or a missing trial folder: one sentence naming it
     trials, epochs = load_tables(path)
+    adaptive = read_adaptive(path)
+    done = progress(doc, trials, adaptive)
     try:
-        write_report(target, epochs, trials, params, name=name, source=shown_path(path), adaptive=read_adaptive(path))
+        write_report(target, epochs, trials, params, name=name, source=shown_path(path), adaptive=adaptive,
+                     progress=done)
     except OSError as e:  # a full disk: write_report leaves the previous report as it was
         raise StudyError(f"Could not write the report in {target} ({e.strerror or e}); "
                          "the report there before, if any, is unchanged.") from None
-    print(f"Report: {target / 'report.html'} ({len(trials)} trials)")
+    partial = "" if done["complete"] else f"; partial: {done['ended']} of {done['planned']} planned trials ended"
+    print(f"Report: {target / 'report.html'} ({len(trials)} trials{partial})")
     return target
 
 

@@ -24,9 +24,9 @@ import yaml
 from ray.tune import ExperimentAnalysis
 
 from hwr.config import ConfigError
-from study.seeds import ADAPTIVE_FILE, adaptive_of
+from study.seeds import ADAPTIVE_FILE, adaptive_of, planned_trials
 from study.specs import DEFAULT_REFERENCE, SPEC_KEY
-from study.state import STUDY_FILE, fs_and_path
+from study.state import LAST_KEY, STUDY_FILE, fs_and_path
 from study.storage import shown
 
 # `specification`: the trial's specification (study.specs; `reference` in a study without specifications).
@@ -115,7 +115,7 @@ def load_tables(path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         analysis = ExperimentAnalysis(path)  # its own reading of result.json is not used: see _trial_frame
     except (ValueError, FileNotFoundError, OSError):
         raise ConfigError(f"{shown(path)} holds no Tune experiment state yet (has the study started?).") from None
-    trial_rows, epoch_frames = [], []
+    trial_rows, epoch_frames, ended = [], [], 0
     for trial in analysis.trials:
         cfg = _config_row(trial.config)
         df = _trial_frame(trial)
@@ -123,6 +123,7 @@ def load_tables(path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
             df = df.drop_duplicates("step" if "step" in df else "epoch", keep="last").reset_index(drop=True)
         last = df.iloc[-1].to_dict() if len(df) else {}
         diverged = bool(last.get("diverged", False)) if len(df) else False
+        ended += trial.status == "ERROR" or pd.notna(last.get(LAST_KEY))  # reported its last epoch, or gave up
         trial_rows.append({
             "trial_id": trial.trial_id, **cfg, "status": trial.status, "diverged": diverged,
             "epochs_run": int(np.floor(df["epoch"].max() + 1e-9)) if len(df) else 0,
@@ -146,4 +147,19 @@ def load_tables(path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         whole = np.allclose(epochs["epoch"], np.round(epochs["epoch"]))
         epochs = epochs.astype({"epoch": int if whole else float})
         epochs = epochs.sort_values(order + ["epoch"], kind="stable").reset_index(drop=True)
+    trials.attrs["n_ended"] = ended  # see progress()
     return trials, epochs
+
+
+def progress(doc: dict[str, Any], trials: pd.DataFrame, adaptive: dict[str, Any] | None) -> dict[str, Any]:
+    """How far the study is, from its tables (`load_tables`) and study.yaml: trials `ended` (reported their
+    last epoch, or errored), `started` (in Tune's state), `planned` (the grid; with adaptive seeds the
+    fewest it runs) and `complete`: every planned trial ended and, with adaptive seeds, the searcher has
+    decided (its `adaptive.json` written). Trials Tune marks TERMINATED without their last epoch (a driver
+    stopped by Ctrl-C or killed) have not ended."""
+    started = int(len(trials))
+    ended = int(trials.attrs.get("n_ended", started))
+    planned = planned_trials(doc)
+    decided = adaptive is None or "trials" in adaptive
+    return {"ended": ended, "started": started, "planned": planned, "adaptive": adaptive is not None,
+            "complete": bool(ended == started and started >= planned and decided)}

@@ -36,7 +36,7 @@ from study.run import check_cluster, delete_experiment, experiment_path, init_ra
 from study.specs import hwr_sections
 from study.lease import lock
 from study.state import repair_lost_checkpoints, resumable, shown_path
-from study.trainable import LAST_KEY
+from study.state import LAST_KEY
 
 
 class SeedCycle(Searcher):

@@ -37,10 +37,10 @@ from study.lr_file import lr_doc as _lr_doc
 from study.lr_file import read_lr_file
 from study.specs import hwr_sections
 from study.lease import lock
-from study.state import (STUDY_FILE, TUNER_PKL, StateError, StudyError, TrialsErrored, finished, fs_and_path,
-                         repair_lost_checkpoints, resumable, tuner_pkl_ok)
+from study.state import (LAST_KEY, STUDY_FILE, TUNER_PKL, StateError, StudyError, TrialsErrored, finished,
+                         fs_and_path, repair_lost_checkpoints, resumable, tuner_pkl_ok)
 from study.storage import absolute, is_uri, join, shown
-from study.trainable import LAST_KEY, data_key, train_trial
+from study.trainable import data_key, train_trial
 
 log = logging.getLogger("study")
 # Frozen activations are put in the object store up to this share of its capacity; beyond it each trial

@@ -37,6 +37,8 @@ from ray.tune.search import BasicVariantGenerator, SearchGenerator, Searcher
 from hwr.errors import UserError
 from study.storage import StorageError, is_uri, join, open_fs, shown
 
+LAST_KEY = "best_epoch"  # in a trial's last report only: the trial ended (see finished)
+
 TUNER_PKL = "tuner.pkl"
 EXPERIMENT_STATE = TuneController.CKPT_FILE_TMPL.format("*")
 # The other state files Tune restores from (search algorithm, searcher, callbacks): pickles, newest wins.

@@ -37,9 +37,9 @@ from study.analysis.params import AnalysisParams
 from study.experiment import parse_results, read_study_doc
 from study.lease import driver_state
 from study.seeds import adaptive_of, planned_trials
-from study.state import EXPERIMENT_STATE, StateError, _read, fs_and_path
+from study.specs import SPEC_KEY
+from study.state import EXPERIMENT_STATE, LAST_KEY, StateError, _read, fs_and_path
 from study.storage import join, name_of, shown
-from study.trainable import LAST_KEY
 
 from study.analysis.sequential import confidence_sequence
 from study.analysis.speed import area_per_epoch
@@ -144,6 +144,13 @@ def _spec_keys(doc: dict) -> list[str]:
     return [k.split(".", 1)[1] for k in keys if k not in NOT_SPEC]  # leaf names: hwr's are unique
 
 
+def _spec_of(config: dict, flat: dict, spec_keys: list[str]) -> str:
+    """A trial's specification as status shows it: the name its config carries (a `specifications:` study)
+    and the other search axes it sets, or "-" when there is one specification."""
+    named = [str(config[SPEC_KEY])] if config.get(SPEC_KEY) is not None else []
+    return ", ".join(named + [f"{leaf}={flat.get(leaf)}" for leaf in spec_keys]) or "-"
+
+
 def _records(fs, file: str, cut: list[str]) -> list[dict]:
     try:
         text = _read(fs, file).decode("utf-8", errors="replace")
@@ -202,7 +209,7 @@ def read_status(path: str, *, live: dict[str, str] | None = None, driver: str | 
             lasts.append(rows[-1].get("timestamp", 0))
         trials.append(TrialStatus(
             trial_id=t["trial_id"], arm=f"{flat.get('activation')}+{flat.get('normalization')}",
-            spec=", ".join(f"{leaf}={flat.get(leaf)}" for leaf in spec_keys) or "-",
+            spec=_spec_of(cfg, flat, spec_keys),
             seed=flat.get("seed"), state=st, epochs_done=float(rows[-1]["epoch"]) if rows else 0.0,
             epochs_planned=int(flat.get("epochs", 0) or 0),
             seconds=float(rows[-1].get("time_total_s", 0)) if rows else 0.0,

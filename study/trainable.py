@@ -36,7 +36,6 @@ from hwr.train import TrainingData, fit
 REPORT_ORDER = ("epoch", "val_acc", "val_loss", "train_loss", "train_acc", "step", "val_nll_ts", "temperature",
                 "epoch_time_s", "elapsed_s", "lr", "epoch_end")
 FINAL_KEYS = ("test_acc", "test_loss", "best_epoch")
-LAST_KEY = "best_epoch"  # in a trial's last report only: the trial ended (see study.state.finished)
 
 
 def _fail_once_for_tests(epoch: int) -> None:

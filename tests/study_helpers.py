@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ray_nodes import AUTH
@@ -159,3 +160,24 @@ def _line_after(proc: subprocess.Popen, prefix: str, timeout: float) -> str | No
         if line.startswith(prefix):
             return line[len(prefix):].strip()
     return None
+
+
+def wait_for(condition, timeout: float, what: str, *procs: subprocess.Popen, every: float = 1.0):
+    """`condition()`'s first truthy value, polled every `every` s; the test fails when `timeout` passes or one of
+    `procs` exits first (naming `what` it was waiting for)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        for proc in procs:
+            if proc.poll() is not None:
+                pytest.fail(f"{' '.join(map(str, proc.args[:3]))} exited ({proc.returncode}) before {what}")
+        time.sleep(every)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def record(record_property, fault: str, outcome: str, lost: str) -> None:
+    """A fault test's row for docs/reliability.md (hwr-bench faults reads these properties)."""
+    record_property("fault", fault)
+    record_property("outcome", outcome)
+    record_property("lost", lost)

@@ -16,7 +16,6 @@ Tiny configs (the synthetic set at 32 px, a few epochs): about 4 minutes on 2 id
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -29,7 +28,7 @@ import pytest
 
 from hwr.config import config_from_dict
 from hwr.train import fit, load_data
-from study_helpers import epochs_of, results, trial_dirs, write_study
+from study_helpers import epochs_of, record, results, trial_dirs, wait_for, write_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,15 +45,6 @@ def start(cmd: list[str], log: Path) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT)
 
 
-def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the process exited ({proc.returncode}) before {what}")
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def workers_end(session: int, timeout: float = 60) -> float | None:
@@ -80,10 +70,6 @@ def reported(experiment: Path) -> int:
     return sum(len(epochs_of(d)) for d in trial_dirs(experiment)) if experiment.exists() else 0
 
 
-def record(record_property, fault: str, outcome: str, lost: str) -> None:
-    record_property("fault", fault)
-    record_property("outcome", outcome)
-    record_property("lost", lost)
 
 
 _DATA: dict = {}
@@ -129,7 +115,7 @@ def test_kill_9_of_a_trial_worker_mid_epoch(tmp_path, record_property):
         return None
 
     try:
-        trial, row = wait_for(running_trial, 300, "a trial at epoch 2", proc)
+        trial, row = wait_for(running_trial, 300, "a trial at epoch 2", proc, every=0.2)
         os.kill(row["pid"], signal.SIGKILL)  # Tune records the worker's pid in every result row
         assert proc.wait(timeout=600) == 0, (tmp_path / "driver.log").read_text()[-3000:]
     finally:
@@ -165,12 +151,12 @@ def killed_driver(tmp_path_factory):
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env(HWR_TEST_PAUSE_FILE=str(pause)), start_new_session=True,
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: reported(experiment) >= 1, 300, "the first epoch", proc)
+        wait_for(lambda: reported(experiment) >= 1, 300, "the first epoch", proc, every=0.2)
         t0 = time.monotonic()  # the first driver is certainly running (its trials wait): a second one now
         out["second"] = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
         out["second_s"] = time.monotonic() - t0
         pause.unlink()
-        wait_for(lambda: reported(experiment) >= 8, 300, "a third of the epochs (8 of 24)", proc)
+        wait_for(lambda: reported(experiment) >= 8, 300, "a third of the epochs (8 of 24)", proc, every=0.2)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         out["workers_end_s"] = workers_end(proc.pid)
@@ -225,7 +211,8 @@ def test_kill_9_while_the_report_is_written(killed_driver, record_property):
     cmd = [sys.executable, "-m", "study", "analyze", str(killed_driver["experiment"])]
     proc = start(cmd, killed_driver["tmp"] / "analyze.log")
     try:
-        tmp = wait_for(lambda: next(report.glob(".report-tmp-*"), None), 120, "the report being written", proc)
+        tmp = wait_for(lambda: next(report.glob(".report-tmp-*"), None), 120, "the report being written", proc,
+                       every=0.2)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
@@ -252,7 +239,7 @@ def test_ctrl_c_stops_cleanly_with_a_hint_then_the_same_command_resumes(tmp_path
     cmd = [sys.executable, "-m", "study", "run", str(config)]
     proc = start(cmd, tmp_path / "first.log")
     try:
-        wait_for(lambda: reported(experiment) >= 3, 300, "three epochs", proc)
+        wait_for(lambda: reported(experiment) >= 3, 300, "three epochs", proc, every=0.2)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole foreground group
         t0 = time.monotonic()
         code = proc.wait(timeout=120)

@@ -233,3 +233,38 @@ def test_curve_figures_draw_one_panel_per_specification_not_per_lr():
         assert (panel["n"] == 6).all()
     # outside a multiverse the same table is faceted by lr (six of them), as a plain lr grid is
     assert _facets(metrics, multiverse=False)[1:] == ("lr", sorted(lrs.values()))
+
+
+def test_a_partial_summary_withholds_every_verdict_and_keeps_the_numbers(eight):
+    from study.analysis.summary import withhold_verdicts
+
+    progress = {"ended": 60, "started": 70, "planned": 96, "adaptive": False, "complete": False}
+    part = withhold_verdicts(eight, progress)
+    assert part["partial"] == progress and "partial" not in eight  # the whole summary is left as it was
+    assert part["verdict"]["label"] == "partial" and part["multiverse"]["label"] == "partial"
+    assert part["verdict"]["reason"] == "60 of 96 planned trials have ended (10 of the 70 started have not)"
+    assert [e["verdict"]["label"] for e in part["specifications"]] == ["partial"] * 8
+    assert [e["primary"] for e in part["specifications"]] == [e["primary"] for e in eight["specifications"]]
+    assert part["comparison"] == eight["comparison"] and part["anytime"] == eight["anytime"]
+    iv = eight["anytime"]["interval_now"]
+    assert f"[{iv['low']:+.3g}, {iv['high']:+.3g}]" in part["verdict"]["text"]
+    adaptive = withhold_verdicts(eight, {**progress, "adaptive": True})
+    assert "60 of at least 96 planned" in adaptive["verdict"]["reason"]
+
+
+def test_progress_counts_ended_trials_and_waits_for_the_adaptive_searcher():
+    from study.experiment import progress
+
+    doc = {"search": {"model.activation": ["selu", "relu"], "train.seed": [0, 1, 2]}}
+    trials = pd.DataFrame({"trial_id": list("abcdef")})
+    trials.attrs["n_ended"] = 6
+    assert progress(doc, trials, None) == {"ended": 6, "started": 6, "planned": 6, "adaptive": False,
+                                           "complete": True}
+    trials.attrs["n_ended"] = 5  # one stopped by Ctrl-C before its last epoch: TERMINATED, not ended
+    assert not progress(doc, trials, None)["complete"]
+    assert not progress(doc, trials.iloc[:4].copy(), None)["complete"]  # two not started yet
+    trials.attrs["n_ended"] = 6
+    adaptive_doc = {"search": {"model.activation": ["selu", "relu"], "seeds": {"adaptive": {"min": 3, "max": 9}}}}
+    running = progress(adaptive_doc, trials, {"settings": {}, "specifications": []})
+    assert running["planned"] == 6 and running["adaptive"] and not running["complete"]
+    assert progress(adaptive_doc, trials, {"settings": {}, "specifications": [], "trials": 6})["complete"]

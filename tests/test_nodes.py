@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -27,29 +26,15 @@ from hwr import bases
 from hwr.config import config_from_dict
 from hwr.train import fit, load_data
 from ray_nodes import AUTH, BIN, Node
-from study_helpers import results, trial_dirs, write_study
+from study_helpers import record, results, trial_dirs, wait_for, write_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 4
 
 
-def wait_for(condition, timeout: float, what: str, *procs: subprocess.Popen):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        for proc in procs:
-            if proc.poll() is not None:
-                pytest.fail(f"{proc.args[:3]} exited ({proc.returncode}) before {what}")
-        time.sleep(1.0)
-    pytest.fail(f"timed out waiting for {what}")
 
 
-def record(record_property, fault: str, outcome: str, lost: str) -> None:
-    record_property("fault", fault)
-    record_property("outcome", outcome)
-    record_property("lost", lost)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ import yaml
 from ray.tune import ExperimentAnalysis
 
 from ray_nodes import AUTH, BIN, Node, free_port
-from study_helpers import write_study
+from study_helpers import record, wait_for, write_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,21 +44,8 @@ def env(**extra) -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **extra}
 
 
-def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the process exited ({proc.returncode}) before {what}")
-        time.sleep(1.0)
-    pytest.fail(f"timed out waiting for {what}")
 
 
-def record(record_property, fault: str, outcome: str, lost: str) -> None:
-    record_property("fault", fault)
-    record_property("outcome", outcome)
-    record_property("lost", lost)
 
 
 def study_cmd(*args: str) -> list[str]:

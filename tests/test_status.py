@@ -269,6 +269,15 @@ def test_a_running_study_shows_running_trials_and_an_interval_then_watch_to_its_
                          r"([+-]\d\.\d{4}|\+inf)\]", out), out
         assert "epochs=3: no seed with both arms finished yet" in out
         assert re.search(r"the rest: about .+ at [\d.]+ trials at once", out), out
+        # a report written mid-study is partial: the trials it counts, the anytime interval, no fixed-n verdict
+        assert main(["analyze", str(experiment), "--out", str(tmp_path / "partial")]) == 0
+        assert "partial: " in capsys.readouterr().out
+        mid = json.loads((tmp_path / "partial" / "summary.json").read_text())
+        assert mid["partial"]["planned"] == 8 and mid["partial"]["ended"] < mid["partial"]["started"] <= 8
+        assert mid["verdict"]["label"] == "partial" and mid["multiverse"]["label"] == "partial"
+        assert {e["verdict"]["label"] for e in mid["specifications"]} == {"partial"}
+        verdicts = re.findall(r"\*\*Verdict: ([a-z ]+)", (tmp_path / "partial" / "report.md").read_text())
+        assert verdicts and set(verdicts) == {"partial"}, verdicts
         pause.unlink()
         assert main(["status", str(experiment), "--watch", "1"]) == 0  # refreshes until the study ends
         watched = capsys.readouterr().out
@@ -280,6 +289,9 @@ def test_a_running_study_shows_running_trials_and_an_interval_then_watch_to_its_
     final = read_status(str(experiment))
     assert final.ended and {t.state for t in final.trials} == {"done"} and len(final.trials) == 8
     assert all(v.diffs and len(v.diffs) == 2 for v in final.verdicts)
+    assert main(["analyze", str(experiment), "--out", str(tmp_path / "final")]) == 0  # ended: a whole report
+    whole = json.loads((tmp_path / "final" / "summary.json").read_text())
+    assert "partial" not in whole and whole["verdict"]["label"] != "partial"
 
 
 def test_the_callback_prints_on_its_time_gate(tmp_path, capsys, monkeypatch):
@@ -301,3 +313,16 @@ def test_the_callback_prints_on_its_time_gate(tmp_path, capsys, monkeypatch):
     broken.show([])
     assert "could not read" in capsys.readouterr().out
     assert math.isclose(StatusCallback(str(exp), every_s=60).every_s, 60)
+
+
+def test_a_named_specification_is_the_trials_specification_in_status():
+    """A `specifications:` study's trials carry their specification's name in the Tune config (no search
+    axis says it): status counts and judges them per name, with any other search axis beside it."""
+    from study.status import _flat, _spec_of
+
+    cfg = {"model": {"activation": "selu", "dropout": 0.5}, "train": {"lr": 1e-3}, "specification": "dropout"}
+    assert _spec_of(cfg, _flat(cfg), []) == "dropout"
+    assert _spec_of(cfg, _flat(cfg), ["lr"]) == "dropout, lr=0.001"
+    plain = {k: v for k, v in cfg.items() if k != "specification"}
+    assert _spec_of(plain, _flat(plain), ["dropout"]) == "dropout=0.5"
+    assert _spec_of(plain, _flat(plain), []) == "-"

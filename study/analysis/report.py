@@ -49,12 +49,13 @@ TMP_PREFIX = ".report-tmp-"
 
 def write_report(out_dir: Path, epochs: pd.DataFrame, trials: pd.DataFrame,
                  params: AnalysisParams | None = None, *, name: str, source: str,
-                 adaptive: dict | None = None) -> dict[str, Path]:
+                 adaptive: dict | None = None, progress: dict | None = None) -> dict[str, Path]:
     """Write the full report for one experiment into ``out_dir``.
 
     ``source`` is printed as where the data came from; give a path relative to the project (or a URI),
     never a machine's absolute path.  ``adaptive``: the adaptive-seed searcher's settings and decisions
-    (study.experiment.read_adaptive), shown in the report and kept in ``summary.json``.  Returns ``{relative path: absolute Path}`` for every file written:
+    (study.experiment.read_adaptive), shown in the report and kept in ``summary.json``.  ``progress``
+    (study.experiment.progress): a study not yet complete gets a partial report, without fixed-n verdicts.  Returns ``{relative path: absolute Path}`` for every file written:
     ``trials.csv`` (trials + convergence metrics), ``epochs.csv``, ``summary.json``, ``report.md``,
     ``report.html`` and ``figures/*.png``.  ``steps.csv`` holds every evaluation (one row per trial and
     step, fractional epochs), ``epochs.csv`` only the evaluations at whole epochs (the old table: the
@@ -65,7 +66,7 @@ def write_report(out_dir: Path, epochs: pd.DataFrame, trials: pd.DataFrame,
     out_dir.mkdir(parents=True, exist_ok=True)
     epochs = prepare_curves(epochs)
     metrics = convergence_metrics(epochs, trials, params)
-    summary = summarize(epochs, trials, params, metrics=metrics)
+    summary = summarize(epochs, trials, params, metrics=metrics, progress=progress)
     summary["report"] = {"name": name, "source": source}
     if adaptive is not None:
         summary["adaptive"] = adaptive
@@ -109,7 +110,8 @@ def rewrite_report(folder: Path, out_dir: Path | None = None,
     trials = pd.read_csv(folder / "trials.csv", dtype={"trial_id": str})
     epochs = pd.read_csv(folder / curves, dtype={"trial_id": str})
     return write_report(out_dir or folder, epochs, trials, params, name=report.get("name", folder.name),
-                        source=report.get("source", str(folder)), adaptive=old.get("adaptive"))
+                        source=report.get("source", str(folder)), adaptive=old.get("adaptive"),
+                        progress=old.get("partial"))
 
 
 def _remove_stale_tmp(out_dir: Path) -> None:

@@ -43,7 +43,7 @@ def _jsonable(x: Any) -> Any:
 
 
 def summarize(epochs: pd.DataFrame, trials: pd.DataFrame, params: AnalysisParams | None = None, *,
-              metrics: pd.DataFrame | None = None) -> dict:
+              metrics: pd.DataFrame | None = None, progress: dict | None = None) -> dict:
     """Everything the report needs, as plain JSON-serializable data (None for missing numbers).
 
     Deterministic: every bootstrap is seeded with ``params.random_state``.
@@ -55,6 +55,8 @@ def summarize(epochs: pd.DataFrame, trials: pd.DataFrame, params: AnalysisParams
     trial, pairs on seed and the shared axes), specifications (one entry per specification, see
     ``study.analysis.specifications``) and multiverse (the analysis across them; None with one).
     ``metrics``: the trials' measures when already computed (``convergence_metrics`` of the same tables).
+    ``progress``: how far the study is (``study.experiment.progress``); before it is complete the summary is
+    ``partial`` (see ``withhold_verdicts``).
     """
     params = params or AnalysisParams()
     curves = prepare_curves(epochs)
@@ -79,7 +81,7 @@ def summarize(epochs: pd.DataFrame, trials: pd.DataFrame, params: AnalysisParams
                   "has_val_nll_ts": bool("val_nll_ts" in curves
                                          and pd.to_numeric(curves["val_nll_ts"], errors="coerce").notna().any()),
                   "budget_epochs": metrics.attrs.get("budget_epochs")}
-    return _jsonable({
+    summary = _jsonable({
         "params": params.to_dict(), "design": design, "comparison": comparison, "panel": panel,
         "resolution": resolution,
         "factorial": factorial, "factorial_by": {k: v for k, v in factorial_by_axis.items() if v},
@@ -87,6 +89,34 @@ def summarize(epochs: pd.DataFrame, trials: pd.DataFrame, params: AnalysisParams
         "anytime": anytime_primary(comparison, params),
         "specifications": specifications, "multiverse": multiverse,
     })
+    return withhold_verdicts(summary, progress) if progress and not progress.get("complete") else summary
+
+
+def withhold_verdicts(summary: dict, progress: dict) -> dict:
+    """A summary of a study still running (or stopped before its end): ``partial`` holds the progress, and
+    every verdict (pooled, per specification, across them) says "partial" instead of a fixed-n verdict,
+    because a fixed-sample test read while results arrive, and read again until it says what one hopes,
+    is wrong more often than its level says. The numbers stay; the anytime-valid interval
+    (``anytime``) is the one valid at this look."""
+    more = "at least " if progress.get("adaptive") else ""
+    counts = (f"{progress['ended']} of {more}{progress['planned']} planned trials have ended "
+              f"({progress['started'] - progress['ended']} of the {progress['started']} started have not)")
+    iv = (summary.get("anytime") or {}).get("interval_now") or {}
+    anytime = ("" if iv.get("low") is None else
+               f" The anytime-valid {summary['params'].get('confidence', 0.95):.0%} interval so far, valid at every "
+               f"look: [{iv['low']:+.3g}, {iv['high']:+.3g}] ({iv.get('verdict')}).")
+    text = (f"Partial report: {counts}. No fixed-n verdict is given before the study ends: a fixed-sample test "
+            f"looked at while results arrive gives false positives more often than its level.{anytime}")
+    out = {**summary, "partial": dict(progress)}
+    out["verdict"] = {"label": "partial", "reason": counts, "text": text}
+    out["specifications"] = [{**e, "verdict": {**e["verdict"], "label": "partial", "reason": None,
+                                               "text": "Partial: no fixed-n verdict before the study ends."}}
+                             for e in summary.get("specifications") or []]
+    if summary.get("multiverse"):
+        out["multiverse"] = {**summary["multiverse"], "label": "partial",
+                             "text": f"Partial report across {len(out['specifications'])} specifications: {counts}; "
+                                     "no verdict per specification before the study ends."}
+    return out
 
 
 def anytime_primary(comparison: dict, params: AnalysisParams) -> dict:

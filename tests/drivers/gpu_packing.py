@@ -54,7 +54,7 @@ def record_trial(config, data, features=None, policy=None):
 
     entry = {**_what_ray_gave(), "trial": ray.tune.get_context().get_trial_id()}
     concurrent = ray.get(ray.get_actor(GATE).arrive.remote(entry, 120))
-    # val_acc: the metric Tune expects; best_epoch: the key of a trial's last report (study.trainable.LAST_KEY)
+    # val_acc: the metric Tune expects; best_epoch: the key of a trial's last report (study.state.LAST_KEY)
     ray.tune.report({"concurrent": concurrent, "epoch": 1, "val_acc": 0.0, "best_epoch": 1})
 
 
