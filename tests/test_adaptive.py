@@ -2,7 +2,6 @@
 (in a driver process: tests/drivers/adaptive_tune.py)."""
 import itertools
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
