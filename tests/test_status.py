@@ -274,7 +274,8 @@ def test_a_running_study_shows_running_trials_and_an_interval_then_watch_to_its_
         assert "partial: " in capsys.readouterr().out
         mid = json.loads((tmp_path / "partial" / "summary.json").read_text())
         assert mid["partial"]["planned"] == 8 and mid["partial"]["ended"] < mid["partial"]["started"] <= 8
-        assert mid["verdict"]["label"] == "partial" and mid["multiverse"]["label"] == "partial"
+        assert mid["verdict"]["label"] == "partial"
+        assert mid["multiverse"] is None or mid["multiverse"]["label"] == "partial"  # one spec analysable yet
         assert {e["verdict"]["label"] for e in mid["specifications"]} == {"partial"}
         verdicts = re.findall(r"\*\*Verdict: ([a-z ]+)", (tmp_path / "partial" / "report.md").read_text())
         assert verdicts and set(verdicts) == {"partial"}, verdicts

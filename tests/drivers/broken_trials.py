@@ -10,7 +10,7 @@ from study.cli import main
 from study.config import load_study
 
 
-def broken(config, data, features=None, policy=None):
+def broken(config, data, features=None, policy=None, bases=None):
     raise RuntimeError(f"broken on purpose at seed {config['train']['seed']}")
 
 

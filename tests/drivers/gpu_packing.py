@@ -48,7 +48,7 @@ def _what_ray_gave() -> dict:
             "resources": ctx.get_assigned_resources(), "pid": os.getpid()}
 
 
-def record_trial(config, data, features=None, policy=None):
+def record_trial(config, data, features=None, policy=None, bases=None):
     """Stands in for study.trainable.train_trial: records its GPU and waits for the other trials."""
     import ray.tune
 
