@@ -164,8 +164,15 @@ class Lease:
     def _write(self) -> None:
         self.record["renewed"] = time.time()
         self.fs.create_dir(posixpath.dirname(self.file), recursive=True)
-        with self.fs.open_output_stream(self.file) as f:
-            f.write(json.dumps(self.record).encode())
+        data = json.dumps(self.record).encode()
+        if isinstance(self.fs, pyarrow.fs.LocalFileSystem):  # a file can be read half-written: write, then rename
+            tmp = f"{self.file}.{self.record['owner']}.tmp"
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            self.fs.move(tmp, self.file)
+        else:  # an object store's PUT is whole or nothing
+            with self.fs.open_output_stream(self.file) as f:
+                f.write(data)
 
     def _mine(self, record: dict | None) -> bool:
         return bool(record) and record.get("owner") == self.record["owner"]
