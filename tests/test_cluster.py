@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -76,9 +78,11 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
 
 def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_ends_as_if_uninterrupted(tmp_path):
     """Checkpoints every 2 epochs and a failure after epoch 3: the retry resumes after epoch 2, repeats epoch 3,
-    and ends with the metrics of an uninterrupted run of the same seed."""
+    and ends with the metrics of an uninterrupted run of the same seed. One checkpoint kept makes Tune upload the
+    driver's files right after the epoch-2 checkpoint (`sync_every_n_trial_checkpoints`), so storage's result.json
+    lags the driver's by epoch 3 when the trial fails: the retry's history must still have it (KeepHistoryOnRetry)."""
     config = write_study(tmp_path, "retry", seeds=(0,), epochs=4, train={"optimizer": "sgd", "lr": 0.05},
-                         run={"checkpoint_every": 2, "checkpoint_seconds": 0})
+                         run={"checkpoint_every": 2, "checkpoint_seconds": 0, "keep_checkpoints": 1})
     proc = subprocess.run([sys.executable, "-m", "study", "run", str(config), "--no-analyze"], cwd=ROOT,
                           env=env(HWR_TEST_FAIL_AT_EPOCH="3"), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -100,6 +104,47 @@ def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_ends_as_if_unint
         assert rows[-1]["best_epoch"] == whole.best_epoch
     _, epochs = load_tables(str(tmp_path / "ray" / "retry"))
     assert epochs.groupby("trial_id").epoch.apply(list).tolist() == [[1, 2, 3, 4]] * 2
+
+
+def test_a_retried_trial_keeps_the_rows_that_storage_had_not_received_yet(tmp_path):
+    """Tune's loggers, as a failed trial restarts, take its result.json and progress.csv back from storage; when
+    the driver's last upload was skipped (one still running: a loaded machine), storage holds fewer rows. The
+    real loggers, on a trial whose stored copy has epoch 1 of the 3 the driver wrote."""
+    import pyarrow.fs
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from study.run import KeepHistoryOnRetry
+
+    class Trial:  # what the loggers and the callback read of a Tune Trial (hashable, as Tune's is)
+        def __init__(self, name):
+            local, stored = tmp_path / name / "driver", tmp_path / name / "storage"
+            local.mkdir(parents=True), stored.mkdir(parents=True)
+            rows = [json.dumps({"epoch": e, "val_loss": 1.0 / e}) for e in (1, 2, 3)]
+            (local / "result.json").write_text("\n".join(rows) + "\n")
+            (stored / "result.json").write_text(rows[0] + "\n")
+            (local / "progress.csv").write_text("epoch,val_loss\n1,1.0\n2,0.5\n3,0.333\n")
+            (stored / "progress.csv").write_text("epoch,val_loss\n1,1.0\n")
+            self.trial_id, self.config, self.checkpoint, self.local_path = name, {}, object(), local.as_posix()
+            self.storage = SimpleNamespace(trial_fs_path=stored.as_posix(),
+                                           storage_filesystem=pyarrow.fs.LocalFileSystem())
+
+        def init_local_path(self):
+            pass
+
+    def restart(trial, recover):  # Tune's controller: on_trial_recover at the failure, then the loggers' start
+        if recover:
+            KeepHistoryOnRetry().on_trial_recover(iteration=1, trials=[trial], trial=trial)
+        json_logger, csv_logger = JsonLoggerCallback(), CSVLoggerCallback()
+        json_logger.log_trial_start(trial), csv_logger._setup_trial(trial)
+        json_logger.log_trial_end(trial), csv_logger.log_trial_end(trial)
+        return Path(trial.local_path)
+
+    without = restart(Trial("without"), recover=False)  # the loss this callback is for (Ray 2.60)
+    assert [json.loads(line)["epoch"] for line in (without / "result.json").read_text().splitlines()] == [1]
+    kept = restart(Trial("with"), recover=True)
+    assert [json.loads(line)["epoch"] for line in (kept / "result.json").read_text().splitlines()] == [1, 2, 3]
+    assert pd.read_csv(kept / "progress.csv").epoch.tolist() == [1, 2, 3]
+    assert (tmp_path / "with" / "storage" / "result.json").read_text() == (kept / "result.json").read_text()
 
 
 def test_two_nodes_share_one_experiment(tmp_path):
