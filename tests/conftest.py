@@ -55,23 +55,15 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def finished_study(tmp_path_factory) -> tuple[Path, Path]:
-    """(experiment folder, report folder) of a tiny 2x2 x 2-seed study run to the end and analyzed, once
-    per session (about a minute on 2 cores) for the tests that read a finished study."""
-    import ray
-
-    from study.cli import analyze
+    """(experiment folder, report folder) of a tiny 2x2 x 2-seed study run to the end and analyzed by
+    `hwr-study run` in a child process (this one never starts Ray: tests/leaks.py), once per session (about
+    a minute on 2 cores) for the tests that read a finished study."""
     from study.config import load_study
-    from study.run import run_study
-    from study_helpers import write_study
+    from study.run import experiment_path
+    from study_helpers import hwr_study, succeeded, write_study
 
-    tmp = tmp_path_factory.mktemp("finished-study")
-    study = load_study(write_study(tmp, "finished", normalizations=("none", "per_image"), epochs=2))
-    started = not ray.is_initialized()  # join a module's running Ray if there is one, else start and stop one
-    if started:
-        ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="ERROR")
-    try:
-        path = run_study(study, progress=False)
-    finally:
-        if started:
-            ray.shutdown()
-    return Path(path), analyze(path, str(tmp / "report"))
+    config = write_study(tmp_path_factory.mktemp("finished-study"), "finished", normalizations=("none", "per_image"),
+                         epochs=2)
+    succeeded(hwr_study("run", config))
+    study = load_study(config)
+    return Path(experiment_path(study)), Path(study.run.results_dir) / study.name

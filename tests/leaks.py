@@ -1,16 +1,23 @@
-"""A guard against what makes a test run crash at exit: a test, or a module's fixtures, that leave a Ray
-session, a thread, a child process or a listening server behind (issue 17).
+"""A guard against what makes a test run crash at exit: Ray started in the pytest process, and a test, or a
+module's fixtures, that leave a thread, a child process or a listening server behind (issue 17).
 
-Loaded by tests/conftest.py as a pytest plugin. Two checks:
+Ray's driver leaves native threads (gRPC's, its GCS client's) running after `ray.shutdown()` until the
+process exits, where they run into interpreter finalization (grpc#11804: a segfault at exit, now and
+then). So the pytest process never starts Ray: tests run their Ray drivers in child processes
+(tests/study_helpers.py: `hwr_study`, `run_driver`, `ray_head`). Loaded by tests/conftest.py as a pytest
+plugin (HWR_LEAK_GUARD=0 turns it off). Its checks:
 
-* after each test's call: a Ray session the test body started and did not shut down (a fixture that
-  starts Ray for a module is fine: it is checked when the module ends);
+* after each phase of a test (its fixtures' setup, its body, their teardown): Ray started in this process
+  during it, seen as `ray.is_initialized()` becoming true or as a Ray core worker's native threads
+  (Linux: /proc/self/task/*/comm) that were not there before; likewise for each module's collection;
 * when a module's last test has been torn down (every module-scoped fixture finalized): a Ray session
-  still up, threads, child processes or listening sockets that were not there when the module started.
+  still up, threads, child processes or listening sockets that were not there when the module started;
+* at the end of the session (Linux): Ray's or gRPC's native threads alive in this process, which would
+  run into its exit; the run then fails (exit 1) even if every test passed.
 
-Either failure is an error at that test's teardown, naming the test, so the run fails (exit 1) instead
-of crashing at random in interpreter teardown. Threads and children are given a few seconds to end,
-polled, since Ray's and Playwright's helpers exit asynchronously after their shutdown calls return.
+A failure is an error at that test's teardown, naming the test, so the run fails (exit 1) instead of
+crashing at random in interpreter teardown. Threads and children are given a few seconds to end, polled,
+since Playwright's helpers (and Ray's, in a child driver) exit asynchronously after their shutdown calls.
 """
 from __future__ import annotations
 
@@ -28,11 +35,39 @@ GRACE_S = float(os.environ.get("HWR_LEAK_GRACE_S", "20"))
 # Threads a library starts once per process on purpose and keeps for its lifetime (not a test's leak):
 # tqdm's monitor thread (TMonitor, named tqdm_monitor) wakes every 10 s and holds no native resource.
 LIFETIME_THREADS = ("TMonitor", "tqdm_monitor")
+# Native threads of a Ray core worker, as the kernel names them (15 characters at most): a process that has
+# them has run ray.init (started Ray, or joined a cluster as a driver).
+RAY_WORKER_THREADS = ("gcs_client_io_s", "worker.io", "worker.user_obj", "task_event_buff", "global.accessor")
+# Native threads a Ray driver leaves behind after ray.shutdown() (issue 17; gRPC's own names, as of Ray 2.60)
+EXIT_HAZARD_THREADS = ("gcs_client_io_s", "grpc_global_tim", "event_engine", "default-executo", "resolver-execut",
+                       "timer_manager")
+TO_A_SUBPROCESS = ("run Ray drivers in a subprocess: `hwr-study` (tests/study_helpers.hwr_study), or a script "
+                   "under tests/drivers/ (study_helpers.run_driver, ray_head)")
 
 
 def ray_on() -> bool:
     ray = sys.modules.get("ray")
     return ray is not None and ray.is_initialized()
+
+
+def native_threads() -> dict[int, str]:
+    """{thread id: name} of this process's threads as the kernel names them; {} where there is no /proc."""
+    try:
+        ids = os.listdir("/proc/self/task")
+    except OSError:
+        return {}
+    out = {}
+    for tid in ids:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                out[int(tid)] = f.read().strip()
+        except OSError:  # ended meanwhile
+            pass
+    return out
+
+
+def ray_worker_threads() -> set[int]:
+    return {tid for tid, name in native_threads().items() if name.startswith(RAY_WORKER_THREADS)}
 
 
 @dataclass(frozen=True)
@@ -105,25 +140,51 @@ def _describe(before: Snapshot) -> list[str]:
 class LeakGuard:
     def __init__(self) -> None:
         self.module_start: dict[str, Snapshot] = {}
+        self.ray_threads = ray_worker_threads()  # those already blamed (or there before the session)
 
-    @pytest.hookimpl(tryfirst=True)
+    def ray_started(self, was_on: bool) -> bool:
+        """Whether Ray was started in this process since `was_on` was read (and the last call)."""
+        new = ray_worker_threads() - self.ray_threads
+        self.ray_threads |= new
+        return bool(new) or (ray_on() and not was_on)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_make_collect_report(self, collector):
+        was_on = ray_on()
+        report = yield
+        if self.ray_started(was_on):  # a module (or a conftest) that starts Ray when imported
+            report.outcome = "failed"
+            report.longrepr = (f"{collector.nodeid or '.'}: started Ray in the pytest process while collected; "
+                               + TO_A_SUBPROCESS)
+        return report
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item):
         module = item.nodeid.split("::")[0]
         if module not in self.module_start:
             self.module_start[module] = Snapshot.take()
+        return (yield from self.watch_for_ray(item, "fixtures' setup"))
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item):
-        had_ray = ray_on()
+        return (yield from self.watch_for_ray(item, "body"))
+
+    def watch_for_ray(self, item, phase: str):
+        was_on = ray_on()
         try:
             return (yield)
         finally:
-            if ray_on() and not had_ray:
-                item.user_properties.append(("leak", "started Ray in its body and did not shut it down"))
+            if self.ray_started(was_on):
+                item.user_properties.append(("leak", f"started Ray in its {phase}, in the pytest process; "
+                                                     + TO_A_SUBPROCESS))
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_teardown(self, item, nextitem):
+        was_on = ray_on()
         result = yield
+        if self.ray_started(was_on):
+            item.user_properties.append(("leak", "started Ray in its fixtures' teardown, in the pytest process; "
+                                                 + TO_A_SUBPROCESS))
         problems = [v for k, v in item.user_properties if k == "leak"]
         module = item.nodeid.split("::")[0]
         if nextitem is None or nextitem.nodeid.split("::")[0] != module:
@@ -133,6 +194,20 @@ class LeakGuard:
         if problems:
             raise pytest.fail.Exception(f"{item.nodeid}: " + " | ".join(problems), pytrace=False)
         return result
+
+    def pytest_sessionfinish(self, session):
+        """Ray's or gRPC's native threads still running here would run into the interpreter's exit."""
+        names = sorted({n for n in native_threads().values() if n.startswith(EXIT_HAZARD_THREADS)})
+        if names:
+            message = (f"hwr-leak-guard: native threads of Ray or gRPC alive in the pytest process at its end "
+                       f"({', '.join(names)}): they run into the interpreter's exit (issue 17); {TO_A_SUBPROCESS}.")
+            terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+            if terminal is not None:
+                terminal.write_line(message, red=True)
+            else:
+                print(message, file=sys.stderr)
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_configure(config) -> None:

@@ -1,14 +1,32 @@
-"""Small study configs and experiment readers shared by the Ray tests."""
+"""Small study configs, experiment readers and child-process drivers shared by the Ray tests.
+
+The pytest process never starts Ray (issue 17: a driver's native threads outlive `ray.shutdown()` and run
+into interpreter exit; tests/leaks.py fails a test that does it). A test runs its study as a user does,
+`hwr-study ...` in a child process (`hwr_study`), or, where it needs Python objects of the run, a small
+driver script under tests/drivers/ that writes what the test asserts as JSON (`run_driver`).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import select
+import signal
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
 import yaml
+
+from ray_nodes import AUTH
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+BIN = Path(sys.executable).parent  # the venv's console scripts: hwr-study, ray, tensorboard
 
 
 def write_study(tmp_path: Path, name: str = "t", *, seeds=(0, 1), activations=("relu", "selu"),
@@ -45,6 +63,103 @@ def results(trial_dir: Path) -> list[dict]:
 
 def epochs_of(trial_dir: Path) -> list[int]:
     return [r["epoch"] for r in results(trial_dir)]
+
+
+# ------------------------------------------------------------------------- drivers in child processes
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This environment for a child driver, with this checkout and tests/ (for drivers) first on the path."""
+    path = os.pathsep.join(p for p in (str(ROOT), str(TESTS), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **extra}
+
+
+# A child's limit: far past what any test's study takes on 2 busy cores, where it can only be a hang
+CHILD_TIMEOUT_S = 1800
+
+
+def run_child(cmd: list[str], env: dict[str, str] | None = None, timeout: float = CHILD_TIMEOUT_S
+              ) -> subprocess.CompletedProcess:
+    """`cmd` from the repository root, in a session of its own, its output captured. Past `timeout` (or on
+    Ctrl-C) it is killed with every process it started: a driver's local Ray is not left running."""
+    with subprocess.Popen(cmd, cwd=ROOT, env=child_env(**(env or {})), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except BaseException:
+            kill_group(proc)
+            proc.communicate(timeout=60)
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL to the session `proc` leads (started with start_new_session): it and what it started."""
+    with suppress(ProcessLookupError):  # none of them left
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def hwr_study(*args, env: dict[str, str] | None = None, timeout: float = CHILD_TIMEOUT_S
+              ) -> subprocess.CompletedProcess:
+    """`hwr-study ARGS` as a user runs it, from the repository root; its exit code and output."""
+    return run_child([str(BIN / "hwr-study"), *map(str, args)], env=env, timeout=timeout)
+
+
+def succeeded(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """`proc`, once checked that it exited 0 (else the failure shows the end of its output)."""
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-4000:]
+        raise AssertionError(f"{' '.join(map(str, proc.args[:3]))} exited {proc.returncode}:\n{tail}")
+    return proc
+
+
+def run_driver(name: str, out_dir: Path, *args, env: dict[str, str] | None = None,
+               timeout: float = CHILD_TIMEOUT_S) -> dict:
+    """tests/drivers/NAME.py OUT.json ARGS... with this interpreter; the JSON it wrote to OUT.json."""
+    out = Path(out_dir) / f"{name}.json"
+    succeeded(run_child([sys.executable, str(TESTS / "drivers" / f"{name}.py"), str(out), *map(str, args)], env=env,
+                        timeout=timeout))
+    return json.loads(out.read_text())
+
+
+@contextmanager
+def ray_head(log: Path, timeout: float = 300, **init_args) -> Iterator[dict[str, str]]:
+    """A local Ray (`ray.init(**init_args)`) held by a child process (tests/drivers/ray_head.py) for a
+    module's drivers to join; yields their environment (RAY_ADDRESS and its auth mode), stops it on exit."""
+    # A new local Ray turns token auth on where RAY_AUTH_MODE is unset; a driver given its address does not
+    # (Ray 2.60): both get the mode said and, with token auth, this test process's own token in RAY_AUTH_TOKEN
+    # (tests/ray_nodes.AUTH), so that ~/.ray/auth_token, which another cluster on this machine may rewrite
+    # meanwhile, plays no part (it did: a driver refused with InvalidAuthToken).
+    mode = os.environ.get("RAY_AUTH_MODE", "token")
+    joining = {**AUTH, "RAY_AUTH_MODE": mode} if mode == "token" else {"RAY_AUTH_MODE": mode}
+    env = child_env(**joining)
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, str(TESTS / "drivers" / "ray_head.py"), json.dumps(init_args)]
+    with open(log, "w") as err, subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                 stderr=err, text=True, start_new_session=True) as proc:
+        try:
+            address = _line_after(proc, "RAY_ADDRESS=", timeout)
+            assert address, (f"the Ray head was not up within {timeout:g} s (exit code {proc.poll()}):\n"
+                             + log.read_text()[-4000:])
+            yield {**joining, "RAY_ADDRESS": address}
+        finally:
+            proc.stdin.close()  # the head shuts Ray down and exits
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=120)
+            kill_group(proc)  # whatever is left of it
+            proc.wait()
+
+
+def _line_after(proc: subprocess.Popen, prefix: str, timeout: float) -> str | None:
+    """The rest of the first line `proc` prints that starts with `prefix`; None if it exits or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0 and select.select([proc.stdout], [], [], left)[0]:
+        line = proc.stdout.readline()
+        if not line:  # it exited
+            return None
+        if line.startswith(prefix):
+            return line[len(prefix):].strip()
+    return None
 
 
 def wait_for(condition, timeout: float, what: str, *procs: subprocess.Popen, every: float = 1.0):

@@ -1,7 +1,7 @@
-"""Adaptive seeds: the Searcher driven directly with simulated curves (no Ray), then one small real Tune run."""
+"""Adaptive seeds: the Searcher driven directly with simulated curves (no Ray), then two small real Tune runs
+(in a driver process: tests/drivers/adaptive_tune.py)."""
 import itertools
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +10,7 @@ import pytest
 from ray.tune.search import Searcher
 
 from study.adaptive import AdaptiveSeeds, AdaptiveSeedSearcher, mean_val_error
+from study_helpers import ray_head, run_driver
 
 SELU = {"model.activation": "selu", "model.normalization": "none"}
 RELU = {"model.activation": "relu", "model.normalization": "per_image"}
@@ -212,85 +213,45 @@ def test_settings_from_the_config_form():
         AdaptiveSeedSearcher([SPEC], [SELU, RELU], faster={"activation": "gelu"})
 
 
-# -- one real Tune run ---------------------------------------------------------------------------------
-def synthetic_trainable(config):
-    import ray.tune
-
-    for row in curve(config, {(32, "selu"): 2.0, (32, "relu"): 1.0}, evals=6):
-        ray.tune.report({k: v for k, v in row.items() if not k.startswith("config/")})
-
-
+# -- real Tune runs, each in a driver of its own (tests/drivers/adaptive_tune.py) ------------------------
 @pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for this module's two Tune runs, shut down after them."""
-    import ray
-
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
-        yield
-    finally:
-        ray.shutdown()
+def local_ray(tmp_path_factory):
+    """One local Ray for this module's two Tune runs, held by a child process (this one never starts Ray);
+    the environment of a driver that joins it."""
+    with ray_head(tmp_path_factory.mktemp("ray-head") / "head.log", num_cpus=2) as env:
+        yield env
 
 
 @pytest.mark.slow
 def test_a_real_tune_run_stops_before_max_with_the_right_verdict(local_ray, tmp_path):
-    from ray.tune import RunConfig, TuneConfig, Tuner
-
-    searcher = AdaptiveSeedSearcher([SPEC], [SELU, RELU], AdaptiveSeeds(min=4, max=20, ahead=1))
-    tuner = Tuner(synthetic_trainable, param_space={},
-                  tune_config=TuneConfig(search_alg=searcher, num_samples=40, reuse_actors=True),
-                  run_config=RunConfig(name="adaptive", storage_path=str(tmp_path), verbose=0))
-    grid = tuner.fit()
-    assert not grid.errors
+    grid = run_driver("adaptive_tune", tmp_path, "stops", tmp_path, env=local_ray)  # the synthetic trainable
+    assert not grid["errors"]
     # what Tune saved of the searcher, read back as `Tuner.restore` would
     saved = AdaptiveSeedSearcher([SPEC], [SELU, RELU], AdaptiveSeeds(min=4, max=20))
     saved.restore_from_dir(str(tmp_path / "adaptive"))
     (s,) = saved.summary()
     assert s["decision"]["verdict"] == "faster" and s["decision"]["n"] < 20
-    assert len(grid) == 2 * s["seeds_launched"] < 2 * 20
-    seeds = sorted({r.config["train"]["seed"] for r in grid})
+    assert len(grid["configs"]) == 2 * s["seeds_launched"] < 2 * 20
+    seeds = sorted({config["train"]["seed"] for config in grid["configs"]})
     assert seeds == list(range(len(seeds)))
-
-
-def interrupting_trainable(armed, driver_pid):
-    """The synthetic trainable; once seed 2 has run, it interrupts the driver as Ctrl-C would (SIGUSR1,
-    which Tune handles like SIGINT: it saves the experiment and returns), while `armed` exists."""
-    def trainable(config):
-        import os
-        import signal
-
-        synthetic_trainable(config)
-        if config["train"]["seed"] >= 2 and os.path.exists(armed):
-            os.unlink(armed)
-            os.kill(driver_pid, signal.SIGUSR1)
-
-    return trainable
 
 
 @pytest.mark.slow
 def test_tuner_restore_continues_the_adaptive_study(local_ray, tmp_path):
-    import os
-
-    from ray.tune import RunConfig, TuneConfig, Tuner
-
+    """The driver's trainable interrupts it as Ctrl-C would once seed 2 has run (while `armed` exists); its
+    experiment as the interruption left it is copied to adaptive-early, then `Tuner.restore` goes on."""
     armed = tmp_path / "armed"
     armed.touch()
-    trainable = interrupting_trainable(str(armed), os.getpid())
-    searcher = AdaptiveSeedSearcher([SPEC], [SELU, RELU], AdaptiveSeeds(min=4, max=20, ahead=1))
-    Tuner(trainable, param_space={}, tune_config=TuneConfig(search_alg=searcher, num_samples=40),
-          run_config=RunConfig(name="adaptive", storage_path=str(tmp_path), verbose=0)).fit()
+    grid = run_driver("adaptive_tune", tmp_path, "interrupted", tmp_path, env=local_ray)
     assert not armed.exists()
-    path = tmp_path / "adaptive"
     early = AdaptiveSeedSearcher([SPEC], [SELU, RELU], AdaptiveSeeds(min=4, max=20, ahead=1))
-    early.restore_from_dir(str(path))
+    early.restore_from_dir(str(tmp_path / "adaptive-early"))
     assert early.summary()[0]["decision"] is None  # interrupted before the answer was in
-    grid = Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True).fit()
     final = AdaptiveSeedSearcher([SPEC], [SELU, RELU], AdaptiveSeeds(min=4, max=20, ahead=1))
-    final.restore_from_dir(str(path))
+    final.restore_from_dir(str(tmp_path / "adaptive"))
     (s,) = final.summary()
     assert s["decision"]["verdict"] == "faster" and s["decision"]["n"] < 20
-    pairs = [(r.config["train"]["seed"], r.config["model"]["activation"]) for r in grid]
+    pairs = [(config["train"]["seed"], config["model"]["activation"]) for config in grid["configs"]]
     assert len(pairs) == len(set(pairs)) == 2 * s["seeds_launched"]  # no seed given out twice
     assert sorted({seed for seed, _ in pairs}) == list(range(s["seeds_launched"]))
     print(f"adaptive run: interrupted at {early.summary()[0]['pairs_complete']} pairs, resumed, decided "

@@ -246,5 +246,9 @@ def test_tensorboard_hparams_lists_every_trial_with_its_hyperparameters_and_metr
         page.close()
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # never left running: killed, and reaped
+            proc.kill()
+            proc.wait()
         log.close()

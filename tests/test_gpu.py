@@ -1,104 +1,38 @@
 """GPUs without a GPU: what Ray Tune does with the study's fractional GPU resources, and the GPU script's dry run.
 
-The packing test starts Ray with 4 fake GPUs (Ray schedules on declared resources; nothing touches CUDA) and
-runs the real `run_study` with a trainable and a frozen-feature task that record what Ray gave them instead of
-training. The real trainable's GPU use is what `benchmarks/gpu_check.sh` measures on a GPU machine; its
-dry run here checks the script end to end on the CPU.
+The packing test's driver (tests/drivers/gpu_packing.py, a child process: this one never starts Ray) starts
+Ray with 4 fake GPUs (Ray schedules on declared resources; nothing touches CUDA) and runs the real
+`run_study` with a trainable and a frozen-feature task that record what Ray gave them instead of training.
+The real trainable's GPU use is what `benchmarks/gpu_check.sh` measures on a GPU machine; its dry run here
+checks the script end to end on the CPU.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import ray
-import ray.cloudpickle
 
-import study.run
 from study.config import load_study
 
-from study_helpers import write_study
+from study_helpers import run_driver, write_study
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-GATE = "hwr-test-gate"
 TRIALS = 16
-# Ray's workers do not import this test module: its recording functions travel by value.
-ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-@ray.remote(num_cpus=0)
-class Gate:
-    """Trials arrive and wait until `n` have arrived (or `timeout` passes): proof that they ran at once."""
-
-    def __init__(self, n: int):
-        self.n, self.trials, self.tasks = n, [], []
-        self.full = asyncio.Event()
-
-    async def arrive(self, entry: dict, timeout: float) -> int:
-        self.trials.append(entry)
-        if len(self.trials) >= self.n:
-            self.full.set()
-        try:
-            await asyncio.wait_for(self.full.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
-        return len(self.trials)
-
-    def note(self, entry: dict) -> None:
-        self.tasks.append(entry)
-
-    def seen(self) -> tuple[list, list]:
-        return self.trials, self.tasks
-
-
-def _what_ray_gave() -> dict:
-    ctx = ray.get_runtime_context()
-    return {"gpu_ids": [str(g) for g in ray.get_gpu_ids()], "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "resources": ctx.get_assigned_resources(), "pid": os.getpid()}
-
-
-def record_trial(config, data, features=None, policy=None, bases=None):
-    """Stands in for study.trainable.train_trial: records its GPU and waits for the other trials."""
-    import ray.tune
-
-    entry = {**_what_ray_gave(), "trial": ray.tune.get_context().get_trial_id()}
-    concurrent = ray.get(ray.get_actor(GATE).arrive.remote(entry, 120))
-    # val_acc: the metric Tune expects; best_epoch: the key of a trial's last report (study.state.LAST_KEY)
-    ray.tune.report({"concurrent": concurrent, "epoch": 1, "val_acc": 0.0, "best_epoch": 1})
-
-
-@ray.remote
-def record_frozen(config, data, key, base=None):
-    """Stands in for study.run._frozen_task: records its resources; no activations (trials would compute theirs)."""
-    ray.get(ray.get_actor(GATE).note.remote({**_what_ray_gave(), "key": key}))
-    return None
-
-
-@pytest.fixture(scope="module")
-def fake_gpus():
-    ray.init(num_cpus=TRIALS, num_gpus=4, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
-def test_quarter_gpus_pack_sixteen_trials_on_four_gpus(fake_gpus, tmp_path, monkeypatch):
-    gate = Gate.options(name=GATE).remote(TRIALS)
-    monkeypatch.setattr(study.run, "train_trial", record_trial)
-    monkeypatch.setattr(study.run, "_frozen_task", record_frozen)
+def test_quarter_gpus_pack_sixteen_trials_on_four_gpus(tmp_path):
     config = write_study(tmp_path, "gpus", seeds=(0, 1, 2, 3), normalizations=("none", "per_image"),
                          model={"weights": "none", "base_seed": 0, "trainable_from": "none"},
                          resources={"cpu": 1, "gpu": 0.25})
-    spec = load_study(config)
-    assert spec.num_trials == TRIALS
-    study.run.run_study(spec, progress=False)
-    trials, tasks = ray.get(gate.seen.remote())
+    assert load_study(config).num_trials == TRIALS
+    seen = run_driver("gpu_packing", tmp_path, config, TRIALS)  # what the trials and tasks were given
+    trials, tasks = seen["trials"], seen["tasks"]
 
     assert len(trials) == TRIALS and len({t["trial"] for t in trials}) == TRIALS
     assert all(t["resources"] == {"CPU": 1.0, "GPU": 0.25} for t in trials)

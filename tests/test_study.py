@@ -1,57 +1,43 @@
-"""The study on a real local Ray cluster in this process: the grid end to end, report, failures, two nodes."""
+"""The study on a real local Ray cluster: the grid end to end, report, failures, an lr search, an image-size axis.
+
+Each test runs its study as a user does, `hwr-study` in a child process, or through a small driver script
+(tests/drivers/) where it needs what the run holds in Python; all of them join one local Ray per module,
+held by a child process. This process never starts Ray (issue 17, tests/leaks.py).
+"""
 
 from __future__ import annotations
 
-import time
-
-import logging
-
 import pandas as pd
 import pytest
-import ray
 
 from hwr.config import ConfigError
 from hwr.train import CHECKPOINT_FILE, load_checkpoint
 
 from study.cli import analyze
 from study.config import load_study
-from study.run import StudyError, experiment_path, run_study
+from study.run import experiment_path
 
-from study_helpers import epochs_of, trial_dirs, write_study
+from study_helpers import epochs_of, hwr_study, ray_head, run_driver, succeeded, trial_dirs, write_study
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
-class SnapshotWarnings(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        if "snapshotting has been triggered" in record.getMessage():
-            self.messages.append(record.getMessage())
+def local_ray(tmp_path_factory):
+    """The environment of a driver that joins this module's local Ray (2 CPUs, no GPU)."""
+    with ray_head(tmp_path_factory.mktemp("ray-head") / "head.log", num_cpus=2, num_gpus=0) as env:
+        yield env
 
 
 def test_quick_study_end_to_end(local_ray, tmp_path):
     """configs/quick.yaml through Tune: one trial per grid point, full histories, TensorBoard logs, report."""
-    study = load_study("configs/quick.yaml", [f"run.storage_path={tmp_path / 'ray'}", "train.epochs=3",
-                                              "train.evals_per_epoch=1",
-                                              "search.train.seed=[0, 1]", f"run.results_dir={tmp_path / 'res'}"])
+    sets = [f"run.storage_path={tmp_path / 'ray'}", "train.epochs=3", "train.evals_per_epoch=1",
+            "search.train.seed=[0, 1]", f"run.results_dir={tmp_path / 'res'}"]
+    study = load_study("configs/quick.yaml", sets)
     assert study.num_trials == 8
-    warnings = SnapshotWarnings()
-    logging.getLogger("ray.tune").addHandler(warnings)
-    try:
-        path = run_study(study, progress=False)
-    finally:
-        logging.getLogger("ray.tune").removeHandler(warnings)
-    assert warnings.messages == []  # no experiment snapshot forced by checkpoints
+    run = succeeded(hwr_study("run", "configs/quick.yaml", *(a for s in sets for a in ("--set", s)), env=local_ray))
+    assert "snapshotting has been triggered" not in run.stdout + run.stderr  # no snapshot forced by checkpoints
+    path = experiment_path(study)
     dirs = trial_dirs(tmp_path / "ray" / "quick")
     assert len(dirs) == study.num_trials
     for d in dirs:
@@ -64,7 +50,7 @@ def test_quick_study_end_to_end(local_ray, tmp_path):
         assert state["final"] and state["optimizer"] is None and state["best"] is None
         assert len(state["history"]) == 3 and state["best_test"] is not None
     configs = {(c.model.activation, c.model.normalization, c.train.seed) for c in study.trial_configs()}
-    out = analyze(path, str(tmp_path / "report"))
+    out = tmp_path / "res" / "quick"  # the report `hwr-study run` wrote
     trials = pd.read_csv(out / "trials.csv")
     assert set(zip(trials.activation, trials.normalization, trials.seed)) == configs
     assert (trials.status == "TERMINATED").all() and trials.test_acc.between(0, 1).all()
@@ -75,48 +61,44 @@ def test_quick_study_end_to_end(local_ray, tmp_path):
         assert (out / name).stat().st_size > 0, name
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "<img src=\"figures" not in html
-    # analyze again: identical tables
+    # analyze again (here): identical tables
     first = {n: (out / n).read_bytes() for n in ("trials.csv", "epochs.csv", "summary.json")}
     analyze(path, str(out))
     assert first == {n: (out / n).read_bytes() for n in first}
 
 
 def test_gpus_asked_on_a_cpu_cluster_fail_at_once(local_ray, tmp_path):
-    study = load_study(write_study(tmp_path, resources={"cpu": 1, "gpu": 0.25}))
-    start = time.monotonic()
-    with pytest.raises(StudyError, match="no GPUs"):
-        run_study(study, progress=False)
-    assert time.monotonic() - start < 30
+    config = write_study(tmp_path, resources={"cpu": 1, "gpu": 0.25})
+    run = run_driver("timed_cli", tmp_path, "run", config, env=local_ray)
+    assert run["rc"] == 2 and "no GPUs" in run["stderr"]  # a StudyError: exit 2
+    assert run["seconds"] < 30
 
 
 def test_a_trial_that_diverges_ends_as_diverged_not_as_an_error(local_ray, tmp_path):
-    study = load_study(write_study(tmp_path, "div", seeds=(0,), activations=("relu",),
-                                   train={"optimizer": "sgd", "lr": 1e12, "epochs": 4}))
-    path = run_study(study, progress=False)
-    out = analyze(path, str(tmp_path / "report"))
-    trials = pd.read_csv(out / "trials.csv")
+    config = write_study(tmp_path, "div", seeds=(0,), activations=("relu",),
+                         train={"optimizer": "sgd", "lr": 1e12, "epochs": 4})
+    succeeded(hwr_study("run", config, env=local_ray))
+    trials = pd.read_csv(tmp_path / "results" / "div" / "trials.csv")
     assert trials.status.tolist() == ["TERMINATED"] and trials.diverged.tolist() == [True]
 
 
 def test_another_config_on_the_same_experiment_is_refused(local_ray, tmp_path):
-    run_study(load_study(write_study(tmp_path, "same", seeds=(0,), activations=("relu",), epochs=1)), progress=False)
-    changed = load_study(write_study(tmp_path, "same", seeds=(0, 1), activations=("relu",), epochs=1))
-    with pytest.raises(StudyError, match="another config"):
-        run_study(changed, progress=False)
-    assert experiment_path(changed).endswith("/same")
+    first = write_study(tmp_path, "same", seeds=(0,), activations=("relu",), epochs=1)
+    succeeded(hwr_study("run", first, "--no-analyze", env=local_ray))
+    changed = write_study(tmp_path, "same", seeds=(0, 1), activations=("relu",), epochs=1)
+    refused = hwr_study("run", changed, "--no-analyze", env=local_ray)
+    assert refused.returncode == 2 and "another config" in refused.stderr  # a StudyError
+    assert experiment_path(load_study(changed)).endswith("/same")
 
 
 def test_lr_search_per_arm_then_grid_at_each_arms_lr(local_ray, tmp_path):
     import yaml
 
-    from study.lr_search import lr_search
-    from study.run import read_lr_file
-
     config = write_study(tmp_path, "lrs", seeds=(0,), epochs=2,
                          optuna={"low": 1e-4, "high": 1e-1, "trials_per_arm": 3, "metric": "best_val_acc",
                                  "mode": "max", "seed": 0})
-    study = load_study(config)
-    best = lr_search(study)
+    succeeded(hwr_study("lr-search", config, env=local_ray))
+    best = tmp_path / "results" / "lrs" / "best_lr.yaml"  # where `hwr-study lr-search` writes it
     doc = yaml.safe_load(best.read_text())
     arms = {(a["activation"], a["normalization"]): a["lr"] for a in doc["arms"]}
     assert set(arms) == {("relu", "per_image"), ("selu", "per_image")}
@@ -124,9 +106,9 @@ def test_lr_search_per_arm_then_grid_at_each_arms_lr(local_ray, tmp_path):
     for arm in doc["arms"]:  # each arm's experiment ran its Optuna budget
         assert len(trial_dirs(tmp_path / "ray" / f"lrs-{arm['activation']}-{arm['normalization']}")) == 3
 
-    grid = load_study(write_study(tmp_path, "tuned", seeds=(0, 1), epochs=1))
-    path = run_study(grid, lr_by_arm=read_lr_file(best, grid), progress=False)
-    trials = pd.read_csv(analyze(path, str(tmp_path / "rep")) / "trials.csv")
+    succeeded(hwr_study("run", write_study(tmp_path, "tuned", seeds=(0, 1), epochs=1), "--lr-from", best,
+                        env=local_ray))
+    trials = pd.read_csv(tmp_path / "results" / "tuned" / "trials.csv")
     for row in trials.itertuples():
         assert row.lr == pytest.approx(arms[(row.activation, row.normalization)])
 
@@ -166,22 +148,22 @@ def test_a_data_image_size_axis_gives_each_trial_its_own_data_and_frozen_set(loc
     import json
 
     from hwr.model import frozen_shape
-    from study.run import load_study_data, shared_features
     from study.trainable import data_key
 
     config = write_study(tmp_path, "sizes", seeds=(0,), activations=("relu",), epochs=1,
                          model={"weights": "none", "base_seed": 0, "trainable_from": "block5"})
     study = load_study(config, ["search.data.image_size=[32, 64]"])
     assert [c.data.image_size for c in study.trial_configs()] == [32, 64]
-    data = load_study_data(study, progress=False)
-    assert sorted(d.images.shape[-1] for d in data.values()) == [32, 64]
-    features = shared_features(study, data)
-    shapes = sorted(ray.get(ref).shape[1:] for ref in features.values())
+    # the study's data, its frozen sets read back from the object store, then the study (the driver's own axis)
+    run = run_driver("image_size_axis", tmp_path, config, env=local_ray)
+    sizes = run["data_sizes"]  # {data key: image side} of what the driver loaded
+    assert sorted(sizes.values()) == [32, 64]
+    shapes = sorted(tuple(shape) for shape in run["feature_shapes"])
     assert shapes == [(512, 2, 2), (512, 4, 4)] == [frozen_shape("block5", 32), frozen_shape("block5", 64)]
     for cfg in study.trial_configs():
-        assert data[data_key(cfg.data)].images.shape[-1] == cfg.data.image_size
+        assert sizes[data_key(cfg.data)] == cfg.data.image_size
 
-    path = run_study(study, progress=False)  # raises TrialsErrored had a trial failed
+    path = run["path"]
     dirs = trial_dirs(tmp_path / "ray" / "sizes")
     assert len(dirs) == 2
     seen = []
@@ -195,20 +177,14 @@ def test_a_data_image_size_axis_gives_each_trial_its_own_data_and_frozen_set(loc
     assert sorted(seen) == [32, 64] and path.endswith("sizes")
 
 
-def test_errored_trials_end_the_study_with_an_error_naming_them(local_ray, tmp_path, monkeypatch):
-    import study.run
-    from study.cli import main
-
-    def broken(config, data, features=None, policy=None, bases=None):
-        raise RuntimeError(f"broken on purpose at seed {config['train']['seed']}")
-
-    monkeypatch.setattr(study.run, "train_trial", broken)
+def test_errored_trials_end_the_study_with_an_error_naming_them(local_ray, tmp_path):
+    """Every trial raises (tests/drivers/broken_trials.py): run_study's error, then `hwr-study run`'s exit codes."""
     config = write_study(tmp_path, "broken", seeds=(0, 1), activations=("relu",), epochs=1,
                          run={"storage_path": str(tmp_path / "ray"), "max_failures": 0})
-    with pytest.raises(study.run.TrialsErrored) as caught:
-        run_study(load_study(config), progress=False)
-    message = str(caught.value)
+    run = run_driver("broken_trials", tmp_path, config, env=local_ray)
+    assert run["raised"]["type"] == "TrialsErrored"
+    message = run["raised"]["message"]
     assert message.startswith("2 trial(s) of ") and "RuntimeError: broken on purpose at seed 0" in message
     assert "RuntimeError: broken on purpose at seed 1" in message and "\n" not in message
-    assert main(["run", str(config), "--no-analyze", "--set", "run.allow_errors=true"]) == 0
-    assert main(["run", str(config), "--no-analyze", "--fresh"]) == 1
+    allow_errors, fresh = run["codes"]
+    assert allow_errors == 0 and fresh == 1
