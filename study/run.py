@@ -22,8 +22,6 @@ import ray
 import ray.tune
 import yaml
 from ray.tune import Callback, CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
-from ray.tune.result import EXPR_PROGRESS_FILE, EXPR_RESULT_FILE
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from hwr.config import NAMED_BASES, SECTIONS, ConfigError, config_from_dict, resolved
@@ -38,6 +36,7 @@ from study.lr_file import lr_doc as _lr_doc
 from study.lr_file import read_lr_file
 from study.specs import hwr_sections
 from study.lease import lock
+from study.loggers import loggers
 from study.state import (LAST_KEY, STUDY_FILE, TUNER_PKL, StateError, StudyError, TrialsErrored, finished,
                          fs_and_path, repair_lost_checkpoints, resumable, tuner_pkl_ok)
 from study.storage import absolute, is_uri, join, shown
@@ -229,30 +228,6 @@ def trial_resources(study: StudyConfig) -> dict[str, float]:
     return {"cpu": study.resources.cpu, "gpu": study.resources.gpu}
 
 
-class KeepHistoryOnRetry(Callback):
-    """When a failed trial is retried, Tune's JSON and CSV loggers replace its result.json and progress.csv on
-    the driver with the copies in storage (`LoggerCallback._restore_from_remote`), and those lag behind: the
-    driver's background upload skips its turn while the previous one still runs ("Last sync still in
-    progress"). On a loaded machine a retried trial lost epochs 2 and 3 that way (its history read 1, 3, 4).
-    Before the retry starts, this puts the driver's complete copies in storage, so the restored history has
-    every row the trial reported."""
-
-    FILES = (EXPR_RESULT_FILE, EXPR_PROGRESS_FILE)
-
-    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
-        for name in self.FILES:
-            local = Path(trial.local_path, name)
-            if not local.is_file():
-                continue
-            try:
-                pyarrow.fs.copy_files(local.as_posix(), f"{trial.storage.trial_fs_path}/{name}",
-                                      source_filesystem=pyarrow.fs.LocalFileSystem(),
-                                      destination_filesystem=trial.storage.storage_filesystem)
-            except OSError as e:  # storage out of reach: Tune's own upload may still make it
-                log.warning("Trial %s: could not put its %s in storage before its retry (%s); rows reported "
-                            "since the last upload may be missing from its history.", trial.trial_id, name, e)
-
-
 def run_config(study: StudyConfig, callbacks: Sequence[Callback] = ()) -> RunConfig:
     """Tune's run settings: a URI storage_path goes to Tune as it is (Tune opens it with pyarrow.fs, its query
     string included: `s3://bucket/prefix?endpoint_override=HOST:PORT&scheme=http`)."""
@@ -261,8 +236,7 @@ def run_config(study: StudyConfig, callbacks: Sequence[Callback] = ()) -> RunCon
         storage_path=storage_root(study),
         failure_config=FailureConfig(max_failures=study.run.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=study.run.keep_checkpoints),
-        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), TBXLoggerCallback(), KeepHistoryOnRetry(),
-                   *callbacks],
+        callbacks=[*loggers(), *callbacks],
     )
 
 
@@ -407,4 +381,4 @@ def _comparable(doc: dict[str, Any]) -> dict[str, Any]:
     return yaml.safe_load(yaml.safe_dump(keep))
 
 
-__all__ = ["KeepHistoryOnRetry", "StudyError", "TrialsErrored", "experiment_path", "param_space", "read_lr_file", "run_study"]
+__all__ = ["StudyError", "TrialsErrored", "experiment_path", "param_space", "read_lr_file", "run_study"]

@@ -113,7 +113,7 @@ def test_a_retried_trial_keeps_the_rows_that_storage_had_not_received_yet(tmp_pa
     import pyarrow.fs
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from study.run import KeepHistoryOnRetry
+    from study.loggers import KeepHistoryOnRetry
 
     class Trial:  # what the loggers and the callback read of a Tune Trial (hashable, as Tune's is)
         def __init__(self, name):
