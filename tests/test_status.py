@@ -126,7 +126,10 @@ def test_watch_refreshes_until_ctrl_c(tmp_path):
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "study", "status", f"file://{exp}", "--watch", "0.2"],
                                 cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                # Ctrl-C as a terminal gives it, even where this run was started with SIGINT
+                                # ignored (a shell's `cmd &` without job control), which a child inherits
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300  # a busy machine: the CLI's start alone can take a minute
         while log.read_text().count("Study fake:") < 2 and time.monotonic() < deadline and proc.poll() is None:
