@@ -136,7 +136,6 @@ def trial_stats(results: list[dict[str, Any]], checkpoints: list[dict[str, Any]]
         plain = [v for e, v in overhead.items() if e not in saved]
         base = statistics.median(plain) if plain else 0.0
         ckpt_s = {e: max(overhead[e] - base, 0.0) for e in saved if e in overhead}
-        wall = sum(r["time_this_iter_s"] for r in rows)
         timed_wall = sum(r["time_this_iter_s"] for r in rows if r["epoch"] >= 2)
         out[trial_id] = {
             "epochs": len(rows), "checkpoints": len(saved), "checkpoint_epochs": sorted(saved),

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[-1]["ray_init"] = spec["ray_init"]
             load.append(os.getloadavg()[0])
     warm = runs[1:] or runs
-    print(f"seconds from the run_study call (a fresh local Ray each run; run 1 cold, the others warm)")
+    print("seconds from the run_study call (a fresh local Ray each run; run 1 cold, the others warm)")
     print(f"{'milestone':34s} " + " ".join(f"run{i + 1:>2}" for i in range(len(runs)))
           + "".join(f"  {v[:12]:>12s}" for v in variants))
     for k in runs[0]["from_run_study_call"]:

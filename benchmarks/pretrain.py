@@ -16,7 +16,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from hwr.config import ConfigError, load_config
 from hwr.bases import RECIPES, base_path, ensure_base, pretrain, sidecar_path
@@ -50,7 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.base:
-            t0 = time.perf_counter()
             path = ensure_base(args.base)
             recipe_doc = json.loads(sidecar_path(path).read_text())
         else:

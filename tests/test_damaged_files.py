@@ -23,7 +23,6 @@ import pytest
 import torch
 
 from hwr import bases as pt
-from hwr import vgg
 from hwr.recipe import load_recipe
 from hwr.data.chars74k import sha256_file
 from hwr.cli import main as hwr_main
@@ -254,8 +253,6 @@ def test_a_full_disk_while_writing_run_outputs(run_dir, tmp_path, record_propert
 def damaged_experiment(finished_study, tmp_path: Path, how: str) -> tuple[Path, Path, str]:
     """A copy of a finished experiment, damaged `how`; (its folder, a config that runs it, what is damaged)."""
     import yaml
-
-    from study.cli import main as study_main  # noqa: F401 - imported here: it imports Ray
 
     source, _ = finished_study
     experiment = tmp_path / "ray" / source.name

@@ -4,7 +4,6 @@ recipe validation, and a tiny pretrained base feeding `hwr train`."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
