@@ -42,6 +42,21 @@ def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None
     pytest.fail(f"timed out waiting for {what}")
 
 
+def tune_finished(experiment: Path) -> set[str] | None:
+    """The trial folders that Tune's newest experiment state in storage marks TERMINATED: the trials a restore
+    must not run again. (A complete result.json is not that: the driver uploads its staging folder after it saved
+    the state, so result.json can hold a trial's last epoch while the stored state still has it RUNNING, from its
+    checkpoint before; restored, it repeats that epoch.) None while no state has been written, or one is being."""
+    states = sorted(experiment.glob("experiment_state-*.json")) if experiment.exists() else []
+    if not states:
+        return None
+    try:
+        trials = [json.loads(t) for t, _ in json.loads(states[-1].read_text())["trial_data"]]
+    except (OSError, ValueError, KeyError):
+        return None  # caught mid-upload: the next poll reads it whole
+    return {t["relative_logdir"] for t in trials if t["status"] == "TERMINATED"}
+
+
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     # a checkpoint after every epoch, so that unfinished trials have one to resume from
     config = write_study(tmp_path, "resume", seeds=(0, 1, 2), epochs=4, run={"checkpoint_seconds": 0})
@@ -50,18 +65,20 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def finished():
-        done = [d for d in trial_dirs(experiment) if epochs_of(d) == list(range(1, 5))] if experiment.exists() else []
-        return done if len(done) >= 2 else None
+    def two_finished():
+        done = tune_finished(experiment)
+        return done if done is not None and len(done) >= 2 else None
 
     try:
-        wait_for(finished, 240, "two finished trials", proc)
+        wait_for(two_finished, 240, "two trials finished in Tune's stored state", proc)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, mid-study
         proc.wait()
-    snapshot = {d.name: (d / "result.json").read_bytes() for d in trial_dirs(experiment)
-                if epochs_of(d) == list(range(1, 5))}
-    assert 2 <= len(snapshot) < 6
+    finished = tune_finished(experiment)  # read again: an upload may have landed since the poll
+    assert finished is not None and 2 <= len(finished) < 6, finished
+    snapshot = {name: (experiment / name / "result.json").read_bytes() for name in finished}
+    for name in finished:
+        assert epochs_of(experiment / name) == list(range(1, 5)), name
 
     rerun = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -80,7 +97,7 @@ def test_a_trial_that_raises_is_retried_from_its_checkpoint_and_ends_as_if_unint
     """Checkpoints every 2 epochs and a failure after epoch 3: the retry resumes after epoch 2, repeats epoch 3,
     and ends with the metrics of an uninterrupted run of the same seed. One checkpoint kept makes Tune upload the
     driver's files right after the epoch-2 checkpoint (`sync_every_n_trial_checkpoints`), so storage's result.json
-    lags the driver's by epoch 3 when the trial fails: the retry's history must still have it (KeepHistoryOnRetry)."""
+    lags the driver's by epoch 3 when the trial fails: the retry's history must still have it (HistoryInStorage)."""
     config = write_study(tmp_path, "retry", seeds=(0,), epochs=4, train={"optimizer": "sgd", "lr": 0.05},
                          run={"checkpoint_every": 2, "checkpoint_seconds": 0, "keep_checkpoints": 1})
     proc = subprocess.run([sys.executable, "-m", "study", "run", str(config), "--no-analyze"], cwd=ROOT,
@@ -113,7 +130,7 @@ def test_a_retried_trial_keeps_the_rows_that_storage_had_not_received_yet(tmp_pa
     import pyarrow.fs
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from study.loggers import KeepHistoryOnRetry
+    from study.loggers import HistoryInStorage
 
     class Trial:  # what the loggers and the callback read of a Tune Trial (hashable, as Tune's is)
         def __init__(self, name):
@@ -133,7 +150,7 @@ def test_a_retried_trial_keeps_the_rows_that_storage_had_not_received_yet(tmp_pa
 
     def restart(trial, recover):  # Tune's controller: on_trial_recover at the failure, then the loggers' start
         if recover:
-            KeepHistoryOnRetry().on_trial_recover(iteration=1, trials=[trial], trial=trial)
+            HistoryInStorage().on_trial_recover(iteration=1, trials=[trial], trial=trial)
         json_logger, csv_logger = JsonLoggerCallback(), CSVLoggerCallback()
         json_logger.log_trial_start(trial), csv_logger._setup_trial(trial)
         json_logger.log_trial_end(trial), csv_logger.log_trial_end(trial)
@@ -145,6 +162,34 @@ def test_a_retried_trial_keeps_the_rows_that_storage_had_not_received_yet(tmp_pa
     assert [json.loads(line)["epoch"] for line in (kept / "result.json").read_text().splitlines()] == [1, 2, 3]
     assert pd.read_csv(kept / "progress.csv").epoch.tolist() == [1, 2, 3]
     assert (tmp_path / "with" / "storage" / "result.json").read_text() == (kept / "result.json").read_text()
+
+
+def test_a_finished_trial_has_its_whole_history_in_storage_before_tune_marks_it_terminated(tmp_path):
+    """Tune uploads the experiment state and the trials' files in one threaded copy, in no order: a driver killed
+    mid-upload could leave a state that says TERMINATED (never run again) beside a result.json without the last
+    epoch. HistoryInStorage's on_trial_complete, which Tune calls before it marks the trial TERMINATED, puts the
+    driver's whole files in storage first; a storage that is the driver's own folder keeps them whole."""
+    import pyarrow.fs
+
+    from study.loggers import HistoryInStorage
+
+    rows = "".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2, 3, 4))
+    local, stored = tmp_path / "driver", tmp_path / "storage"
+    for folder, text in ((local, rows), (stored, rows.splitlines(keepends=True)[0])):
+        folder.mkdir()
+        (folder / "result.json").write_text(text)
+        (folder / "progress.csv").write_text("epoch\n" + "".join(f"{json.loads(r)['epoch']}\n"
+                                                                 for r in text.splitlines()))
+
+    def trial(storage: Path):
+        return SimpleNamespace(trial_id="t", local_path=local.as_posix(), storage=SimpleNamespace(
+            trial_fs_path=storage.as_posix(), storage_filesystem=pyarrow.fs.LocalFileSystem()))
+
+    HistoryInStorage().on_trial_complete(iteration=1, trials=[], trial=trial(stored))
+    assert (stored / "result.json").read_text() == rows
+    assert pd.read_csv(stored / "progress.csv").epoch.tolist() == [1, 2, 3, 4]
+    HistoryInStorage().on_trial_complete(iteration=1, trials=[], trial=trial(local))  # storage == driver's folder
+    assert (local / "result.json").read_text() == rows
 
 
 def test_two_nodes_share_one_experiment(tmp_path):
