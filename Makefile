@@ -19,7 +19,7 @@ venv: $(STAMP)
 run: $(STAMP)  ## the study (quick.yaml by default: offline, a few minutes on 2 CPU cores)
 	$(VENV)/bin/hwr-study run $(CONFIG)
 
-test: $(STAMP)  ## the test suite, less the process-killing fault tests (`make faults`); about 14 min on 2 cores
+test: $(STAMP)  ## the test suite, less the process-killing fault tests (`make faults`); 15-30 min on 2 cores
 	$(VENV)/bin/python -m pytest -q -m "not faults"
 
 faults: $(STAMP)  ## the fault suite in one run (kills, damaged files, full disk, bad input): table in docs/reliability.md
