@@ -65,6 +65,21 @@ def epochs_of(trial_dir: Path) -> list[int]:
     return [r["epoch"] for r in results(trial_dir)]
 
 
+def tune_finished(experiment: Path) -> set[str] | None:
+    """The trial folders that Tune's newest experiment state in storage marks TERMINATED: the trials a restore
+    must not run again. (A complete result.json is not that: the driver uploads its staging folder after it saved
+    the state, so result.json can hold a trial's last epoch while the stored state still has it RUNNING, from its
+    checkpoint before; restored, it repeats that epoch.) None while no state has been written, or one is being."""
+    states = sorted(experiment.glob("experiment_state-*.json")) if experiment.exists() else []
+    if not states:
+        return None
+    try:
+        trials = [json.loads(t) for t, _ in json.loads(states[-1].read_text())["trial_data"]]
+    except (OSError, ValueError, KeyError):
+        return None  # caught mid-upload: the next poll reads it whole
+    return {t["relative_logdir"] for t in trials if t["status"] == "TERMINATED"}
+
+
 # ------------------------------------------------------------------------- drivers in child processes
 
 

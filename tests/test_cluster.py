@@ -18,7 +18,7 @@ import pytest
 from hwr.config import config_from_dict
 from hwr.train import fit, load_data
 from study.experiment import load_tables
-from study_helpers import epochs_of, results, trial_dirs, write_study
+from study_helpers import epochs_of, results, trial_dirs, tune_finished, write_study
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,21 +40,6 @@ def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None
             pytest.fail(f"the process exited ({proc.returncode}) before {what}")
         time.sleep(0.25)
     pytest.fail(f"timed out waiting for {what}")
-
-
-def tune_finished(experiment: Path) -> set[str] | None:
-    """The trial folders that Tune's newest experiment state in storage marks TERMINATED: the trials a restore
-    must not run again. (A complete result.json is not that: the driver uploads its staging folder after it saved
-    the state, so result.json can hold a trial's last epoch while the stored state still has it RUNNING, from its
-    checkpoint before; restored, it repeats that epoch.) None while no state has been written, or one is being."""
-    states = sorted(experiment.glob("experiment_state-*.json")) if experiment.exists() else []
-    if not states:
-        return None
-    try:
-        trials = [json.loads(t) for t, _ in json.loads(states[-1].read_text())["trial_data"]]
-    except (OSError, ValueError, KeyError):
-        return None  # caught mid-upload: the next poll reads it whole
-    return {t["relative_logdir"] for t in trials if t["status"] == "TERMINATED"}
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):

@@ -28,7 +28,7 @@ import pytest
 
 from hwr.config import config_from_dict
 from hwr.train import fit, load_data
-from study_helpers import epochs_of, record, results, trial_dirs, wait_for, write_study
+from study_helpers import epochs_of, record, results, trial_dirs, tune_finished, wait_for, write_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,15 +156,17 @@ def killed_driver(tmp_path_factory):
         out["second"] = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
         out["second_s"] = time.monotonic() - t0
         pause.unlink()
-        wait_for(lambda: reported(experiment) >= 8, 300, "a third of the epochs (8 of 24)", proc, every=0.2)
+        wait_for(lambda: reported(experiment) >= 8 and tune_finished(experiment), 300,
+                 "a third of the epochs (8 of 24) and a trial finished in Tune's stored state", proc, every=0.2)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         out["workers_end_s"] = workers_end(proc.pid)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    out["finished"] = {d.name: (d / "result.json").read_bytes() for d in trial_dirs(experiment)
-                       if epochs_of(d)[-1:] == [4]}
+    # finished: what Tune's stored state marks TERMINATED (a complete result.json can be one upload ahead of it)
+    out["finished"] = {name: (experiment / name / "result.json").read_bytes()
+                       for name in tune_finished(experiment) or ()}
     out["epochs_at_kill"] = reported(experiment)
     out["rerun"] = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=900)
     return out
@@ -177,6 +179,7 @@ def test_kill_9_of_the_driver_then_the_same_command_again(killed_driver, record_
     assert k["workers_end_s"] is not None, "trial workers outlived the killed driver"
     assert 1 <= len(k["finished"]) < 6
     for name, content in k["finished"].items():  # finished trials were kept, not re-run
+        assert sorted(set(epochs_of(k["experiment"] / name))) == [1, 2, 3, 4], name
         assert (k["experiment"] / name / "result.json").read_bytes() == content, f"{name} was re-run"
     trials = pd.read_csv(k["tmp"] / "results" / "resume" / "trials.csv")
     assert len(trials) == 6 and trials.trial_id.is_unique and (trials.status == "TERMINATED").all()
