@@ -67,10 +67,13 @@ def epochs_of(trial_dir: Path) -> list[int]:
 
 def tune_finished(experiment: Path) -> set[str] | None:
     """The trial folders that Tune's newest experiment state in storage marks TERMINATED: the trials a restore
-    must not run again. (A complete result.json is not that: the driver uploads its staging folder after it saved
-    the state, so result.json can hold a trial's last epoch while the stored state still has it RUNNING, from its
-    checkpoint before; restored, it repeats that epoch.) None while no state has been written, or one is being."""
-    states = sorted(experiment.glob("experiment_state-*.json")) if experiment.exists() else []
+    must not run again. (A complete result.json is not that: Tune uploads the state and the trials' files in one
+    threaded copy, in no order, so result.json can hold a trial's last epoch while the stored state still has it
+    RUNNING, from its checkpoint before; restored, it repeats that epoch.) None while no state has been written,
+    or one is being."""
+    from study.state import EXPERIMENT_STATE  # Tune's own file name pattern
+
+    states = sorted(experiment.glob(EXPERIMENT_STATE)) if experiment.exists() else []
     if not states:
         return None
     try:
